@@ -1,0 +1,1 @@
+"""The site's Flower ClientApp: wiring of fedneuro's layers, nothing else."""

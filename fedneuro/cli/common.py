@@ -1,0 +1,43 @@
+"""Shared CLI plumbing: consoles, logging, clean error exits, JSON output."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+console = Console(stderr=True)  # logs, progress, errors
+out_console = Console()  # reports
+
+JSON_OPTION = typer.Option(False, "--json", help="print machine-readable JSON on stdout")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
+    logging.getLogger("fedneuro").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors(*kinds: type[BaseException]) -> Iterator[None]:
+    """Turn expected errors (bad files, bad settings) into a message and exit code 2."""
+    try:
+        yield
+    except kinds as error:
+        fail(str(error))
+
+
+def print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,30 @@
+"""The `fedneuro` command."""
+
+from __future__ import annotations
+
+import typer
+
+from fedneuro import __version__
+from fedneuro.cli import model, simulate, study, synth
+
+app = typer.Typer(
+    name="fedneuro",
+    help="Federated, privacy-preserving fine-tuning of neuroscience foundation models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(synth.app, name="synth")
+app.add_typer(study.app, name="study")
+app.add_typer(model.app, name="model")
+app.command("simulate")(simulate.simulate)
+app.command("demo")(simulate.demo)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the package version."""
+    typer.echo(__version__)
+
+
+if __name__ == "__main__":
+    app()

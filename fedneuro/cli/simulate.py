@@ -1,0 +1,143 @@
+"""`fedneuro simulate` and `fedneuro demo`: a whole consortium on this machine."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from fedneuro.cli.common import JSON_OPTION, console, fail, out_console, print_json, setup_logging, user_errors
+from fedneuro.study import Study, StudyFileError, default_study_path, load_study
+
+DEMO_MARKER = ".fedneuro-demo"
+
+
+def parse_site(option: str) -> tuple[str, Path]:
+    name, sep, path = option.partition("=")
+    if not sep or not name or not path:
+        fail(f"Invalid value for '--site': {option!r}. Use NAME=BIDS_DIR, e.g. --site hospital-a=/data/bids")
+    return name, Path(path)
+
+
+def simulate(
+    study_path: Path = typer.Option(..., "--study", help="the study file (TOML)"),
+    site: list[str] = typer.Option(..., "--site", help="NAME=BIDS_DIR, once per site"),
+    out: Path = typer.Option(..., "--out", help="output directory (summary, adapter, site state)"),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Run the study's federation over existing BIDS EEG datasets, one simulated site each."""
+    setup_logging()
+    with user_errors(StudyFileError):
+        study = load_study(study_path)
+    sites = [parse_site(s) for s in site]
+    summary = run_simulated_study(study_path, study, sites, out)
+    report(summary, json_output)
+
+
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="output directory (recreated)"),
+    sites: int = typer.Option(3, "--sites", min=1, help="number of simulated hospitals"),
+    seed: int = typer.Option(0, "--seed", min=0, help="seed of the synthetic data"),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Synthesise hospital sites and run the default study over them, end to end."""
+    from fedneuro.data.synth import synthesize_consortium
+
+    setup_logging()
+    if out.exists():
+        if not (out / DEMO_MARKER).exists():
+            fail(f"{out} exists and was not made by `fedneuro demo`: choose another --out")
+        shutil.rmtree(out)  # a demo starts from scratch, ledgers included
+    out.mkdir(parents=True)
+    (out / DEMO_MARKER).write_text("made by fedneuro demo\n")
+    study_path = default_study_path()
+    study = load_study(study_path)
+    started = time.monotonic()
+    with user_errors(ValueError, OSError), console.status(f"synthesising {sites} hospital sites"):
+        written = synthesize_consortium(out / "data", n_sites=sites, seed=seed)
+    console.log(f"synthesised {len(written)} BIDS sites in {time.monotonic() - started:.1f} s under {out / 'data'}")
+    summary = run_simulated_study(study_path, study, written, out)
+    report(summary, json_output)
+
+
+def run_simulated_study(
+    study_path: Path, study: Study, sites: list[tuple[str, Path]], out: Path
+) -> dict[str, Any]:
+    from fedneuro.federation.launch import Launch
+    from fedneuro.federation.simulation import run_local_simulation
+    from fedneuro.governance.site import SiteConfig, derive_seed
+
+    names = [name for name, _ in sites]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        fail(f"site names must be unique; repeated: {duplicates}")
+    missing = [f"{name}={path}" for name, path in sites if not (path / "participants.tsv").is_file()]
+    if missing:
+        fail(f"not a BIDS dataset (no participants.tsv): {', '.join(missing)}")
+    out = out.resolve()
+    with user_errors(ValueError):
+        launch = Launch(
+            study_path=study_path.resolve(),
+            out_dir=out,
+            sites=[
+                SiteConfig(
+                    name=name,
+                    bids_root=path.resolve(),
+                    state_dir=out / "sites" / name,
+                    # Simulation only: reproducible noise. A deployed site keeps a secret.
+                    noise_seed=derive_seed(study.study.seed, name, "simulated-noise"),
+                )
+                for name, path in sites
+            ],
+        )
+    console.log(f"study {study.study.id}: {len(sites)} sites, {study.federation.rounds} rounds, "
+                f"backbone {study.model.backbone}, DP σ={study.privacy.noise_multiplier} (unit: {study.privacy.unit})")
+    started = time.monotonic()
+    try:
+        run_local_simulation(launch)
+    except Exception as error:  # the ServerApp's error, re-raised by Flower
+        fail(f"the federation failed: {error}", code=1)
+    summary_path = out / "summary.json"
+    if not summary_path.is_file():
+        fail(f"the federation ended without writing {summary_path}", code=1)
+    summary = json.loads(summary_path.read_text())
+    if summary.get("status") != "completed":
+        fail(f"the federation ended with status {summary.get('status')!r}; see {summary_path}", code=1)
+    console.log(f"federation finished in {time.monotonic() - started:.1f} s")
+    return summary
+
+
+def report(summary: dict[str, Any], json_output: bool) -> None:
+    if json_output:
+        print_json(summary)
+        return
+    rounds = Table(title="Held-out participants, per round")
+    for column in ("round", "balanced acc. (windows)", "balanced acc. (participants)", "wall time (s)"):
+        rounds.add_column(column, justify="right")
+    for r in summary["rounds"]:
+        rounds.add_row(str(r["round"]), _fmt(r["balanced_accuracy"]),
+                       _fmt(r["participant_balanced_accuracy"]), f"{r['wall_time_s']:.1f}")
+    sites = Table(title="Sites")
+    for column in ("site", "ε", "δ", "privacy unit", "accountant", "DP steps", "bytes up / round", "balanced acc."):
+        sites.add_column(column, justify="right")
+    for name, s in sorted(summary["sites"].items()):
+        per_round = s["bytes_uploaded_per_round"]
+        sites.add_row(name, _fmt(s.get("epsilon"), 2), f"{s.get('delta', 0):g}", s["unit"], s["accountant"],
+                      str(s["dp_steps"]), f"{per_round[-1] if per_round else 0:,}", _fmt(s.get("balanced_accuracy")))
+    out_console.print(rounds)
+    out_console.print(sites)
+    out_console.print(
+        f"final balanced accuracy {_fmt(summary['final_balanced_accuracy'])} | adapter "
+        f"{summary['adapter_bytes']:,} B vs backbone {summary['backbone_bytes']:,} B | "
+        f"wall time {summary['wall_time_s']:.1f} s\nglobal adapter: {summary['global_adapter']}",
+        highlight=False,
+    )
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,1 @@
+"""Data layer: synthetic sites, BIDS reading, harmonisation to a model's input contract, splits."""

@@ -1,0 +1,1 @@
+"""Federation layer: the wire codec, strategies, the coordinator's round loop."""

@@ -1,0 +1,33 @@
+"""The one place that turns exchanged tensors and metrics into Flower records and back."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+
+import numpy as np
+from flwr.app import Array, ArrayRecord
+
+from fedneuro.models.manifest import TensorManifest
+
+
+def encode_arrays(state: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """Named tensors -> ArrayRecord, keeping names and order (Flower stores raw bytes)."""
+    return ArrayRecord(
+        array_dict=OrderedDict(
+            (name, Array(np.ascontiguousarray(value))) for name, value in state.items()
+        )
+    )
+
+
+def decode_arrays(record: ArrayRecord, manifest: TensorManifest | None = None, *, source: str = "arrays") -> dict[str, np.ndarray]:
+    """ArrayRecord -> named numpy arrays, checked against ``manifest`` when given."""
+    state = {name: array.numpy() for name, array in record.items()}
+    if manifest is not None:
+        manifest.check(state, source=source)
+    return state
+
+
+def payload_bytes(record: ArrayRecord) -> int:
+    """Bytes of tensor data (plus names) a record carries on the wire."""
+    return record.count_bytes()

@@ -1,0 +1,186 @@
+"""The coordinator's round loop: Flower's strategy hooks, with bounded waits and per-site reports.
+
+Flower's ``Strategy.start`` runs the same hooks but waits for nodes without a bound, keeps no
+per-site record of a round and cannot persist state between rounds; this loop calls the
+strategy's ``configure_*``/``aggregate_*`` itself so every wait is bounded and every round
+is reported (or fails loudly, never silently skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedneuro.federation.codec import decode_arrays, payload_bytes
+from fedneuro.metrics import balanced_accuracy
+from fedneuro.models.manifest import ExchangeError, TensorManifest
+
+logger = logging.getLogger(__name__)
+
+
+class FederationError(RuntimeError):
+    """A round or a study that could not complete."""
+
+
+class FederationTimeout(FederationError):
+    """A bounded wait ran out."""
+
+
+@dataclass
+class SiteRoundReport:
+    site: str
+    num_examples: int = 0
+    epsilon: float = 0.0
+    delta: float = 0.0
+    dp_steps: int = 0
+    train_loss: float = float("nan")
+    bytes_uploaded: int = 0
+    balanced_accuracy: float = float("nan")
+    test_windows: int = 0
+    test_participants: int = 0
+
+
+@dataclass
+class RoundReport:
+    round: int
+    sites: dict[str, SiteRoundReport]
+    balanced_accuracy: float
+    participant_balanced_accuracy: float
+    failures: list[str] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+def wait_for_nodes(grid: Grid, count: int, *, timeout_s: float, poll_s: float = 0.5) -> list[int]:
+    """Return node ids once ``count`` nodes are connected, or raise after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= count:
+            return nodes
+        if time.monotonic() >= deadline:
+            raise FederationTimeout(
+                f"only {len(nodes)} of {count} sites connected within {timeout_s:.0f} s: "
+                "check that every site's client is running and can reach the coordinator, "
+                "or lower [federation] min_sites"
+            )
+        time.sleep(poll_s)
+
+
+def site_name(message: Message) -> str:
+    record = message.content.config_records.get("site")
+    if record is not None and "name" in record:
+        return str(record["name"])
+    return f"node-{message.metadata.src_node_id}"
+
+
+def run_rounds(
+    grid: Grid,
+    strategy: Strategy,
+    *,
+    initial_arrays: ArrayRecord,
+    manifest: TensorManifest,
+    base_config: ConfigRecord,
+    rounds: int,
+    min_sites: int,
+    connect_timeout_s: float,
+    round_timeout_s: float,
+    on_round_end: Callable[[RoundReport, ArrayRecord], None],
+    first_round: int = 1,
+) -> ArrayRecord:
+    """Train and evaluate ``rounds`` rounds; return the final global arrays."""
+    arrays = initial_arrays
+    for server_round in range(first_round, first_round + rounds):
+        started = time.monotonic()
+        wait_for_nodes(grid, min_sites, timeout_s=connect_timeout_s)
+        reports: dict[str, SiteRoundReport] = {}
+        failures: list[str] = []
+
+        train_replies = _send(grid, strategy.configure_train(server_round, arrays, ConfigRecord(dict(base_config)), grid), round_timeout_s)
+        accepted: list[Message] = []
+        for reply in train_replies:
+            name = site_name(reply)
+            if reply.has_error():
+                failures.append(f"{name}: train failed: {reply.error.reason}")
+                continue
+            try:
+                decode_arrays(reply.content["arrays"], manifest, source=f"update from {name}")
+            except (ExchangeError, KeyError) as error:
+                failures.append(f"{name}: update rejected: {error}")
+                continue
+            metrics = reply.content["metrics"]
+            reports[name] = SiteRoundReport(
+                site=name,
+                num_examples=int(metrics["num-examples"]),
+                epsilon=float(metrics["epsilon"]),
+                delta=float(metrics["delta"]),
+                dp_steps=int(metrics["dp-steps"]),
+                train_loss=float(metrics["train-loss"]),
+                bytes_uploaded=payload_bytes(reply.content["arrays"]),
+            )
+            accepted.append(reply)
+        for failure in failures:
+            logger.warning("round %d: %s", server_round, failure)
+        if len(accepted) < min_sites:
+            raise FederationError(
+                f"round {server_round}: only {len(accepted)} of the {min_sites} required sites "
+                f"returned a valid update; failures: {failures or 'none (timed out)'}"
+            )
+        new_arrays, _ = strategy.aggregate_train(server_round, accepted)
+        if new_arrays is None:
+            raise FederationError(f"round {server_round}: aggregation produced no model")
+        arrays = new_arrays
+
+        eval_replies = _send(grid, strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(base_config)), grid), round_timeout_s)
+        window_confusions, participant_confusions = [], []
+        for reply in eval_replies:
+            name = site_name(reply)
+            if reply.has_error():
+                failures.append(f"{name}: evaluate failed: {reply.error.reason}")
+                continue
+            metrics = reply.content["metrics"]
+            window_cm = _square(metrics["window-confusion"])
+            participant_cm = _square(metrics["participant-confusion"])
+            window_confusions.append(window_cm)
+            participant_confusions.append(participant_cm)
+            report = reports.setdefault(name, SiteRoundReport(site=name))
+            report.balanced_accuracy = balanced_accuracy(window_cm)
+            report.test_windows = int(window_cm.sum())
+            report.test_participants = int(participant_cm.sum())
+        if not window_confusions:
+            raise FederationError(f"round {server_round}: no site returned an evaluation; failures: {failures}")
+        round_report = RoundReport(
+            round=server_round,
+            sites=reports,
+            balanced_accuracy=balanced_accuracy(sum(window_confusions)),
+            participant_balanced_accuracy=balanced_accuracy(sum(participant_confusions)),
+            failures=failures,
+            wall_time_s=time.monotonic() - started,
+        )
+        on_round_end(round_report, arrays)
+    return arrays
+
+
+def _send(grid: Grid, messages: object, timeout_s: float) -> list[Message]:
+    messages = list(messages)  # type: ignore[call-overload]
+    if not messages:
+        raise FederationError("the strategy selected no site for this round")
+    replies = list(grid.send_and_receive(messages, timeout=timeout_s))
+    missing = len(messages) - len(replies)
+    if missing:
+        logger.warning("%d of %d sites did not answer within %.0f s", missing, len(messages), timeout_s)
+    return replies
+
+
+def _square(values: object) -> np.ndarray:
+    flat = np.asarray(values, dtype=np.int64)
+    size = int(round(np.sqrt(flat.size)))
+    if size * size != flat.size:
+        raise FederationError(f"confusion counts of length {flat.size} are not a square matrix")
+    return flat.reshape(size, size)

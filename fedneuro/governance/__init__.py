@@ -1,0 +1,1 @@
+"""Governance: what a site allows (its configuration, consent gate); no torch here."""

@@ -1,0 +1,1 @@
+"""Model layer: backbone presets, local pretrained weights, peft adapters, the exchanged tensors."""

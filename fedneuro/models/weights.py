@@ -1,0 +1,64 @@
+"""Pretrained backbone weights from local files only (no hub at run time)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be used for the chosen backbone."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a .safetensors file or a PyTorch state dict (.pt/.pth/.bin), never executing code."""
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist: give a local file path")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    if path.suffix in {".pt", ".pth", ".bin"}:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises several types for bad pickles
+            raise WeightsError(f"weights file {path} is not a readable state dict: {error}") from error
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise WeightsError(f"weights file {path} holds no plain state dict of tensors")
+        return state
+    raise WeightsError(
+        f"weights file {path} has suffix {path.suffix!r}: use .safetensors, .pt, .pth or .bin"
+    )
+
+
+def load_backbone_weights(backbone: nn.Module, path: Path) -> str:
+    """Load weights strictly (every key must match) and return the file's sha256."""
+    state = read_state_dict(path)
+    expected = backbone.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        f"{key}: file {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in set(state) & set(expected)
+        if state[key].shape != expected[key].shape
+    )
+    if missing or unexpected or mismatched:
+        lines = [f"weights file {path} does not match the backbone:"]
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("mismatched", mismatched)):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f" … (+{len(keys) - 8})" if len(keys) > 8 else "")
+                lines.append(f"  {title} keys ({len(keys)}): {shown}")
+        raise WeightsError("\n".join(lines))
+    backbone.load_state_dict(state, strict=True)
+    return file_sha256(path)

@@ -1,0 +1,1 @@
+"""Privacy layer: DP-SGD on Opacus, the site's durable privacy ledger, accounting."""

@@ -1,0 +1,108 @@
+"""The study file: the single source of truth for what a consortium learns, and how.
+
+One TOML file, validated by :class:`Study`. Each section is owned by the layer that uses it
+(data, model, privacy, training, federation); this module only composes and loads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fedneuro import __version__
+from fedneuro.data.spec import DataSpec
+from fedneuro.federation.spec import FederationSpec
+from fedneuro.models.spec import ModelSpec
+from fedneuro.privacy.spec import PrivacySpec
+from fedneuro.training.spec import TrainingSpec
+
+
+class StudyFileError(ValueError):
+    """A study file that cannot be used; the message names the file and every bad key."""
+
+
+class StudyInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="study identifier")
+    title: str = ""
+    seed: int = Field(default=0, ge=0, description="seeds model init, splits and sampling")
+
+
+class Study(BaseModel):
+    """The whole study file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    study: StudyInfo
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    federation: FederationSpec = Field(default_factory=FederationSpec)
+
+    def digest(self) -> str:
+        """sha256 over the canonical JSON of every setting (what later approvals sign)."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def to_json(self) -> str:
+        """Canonical JSON, stamped with the package version that wrote it."""
+        return json.dumps(
+            {"fedneuro_version": __version__, "study": self.model_dump(mode="json")},
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Study:
+        return cls.model_validate(json.loads(text)["study"])
+
+
+def parse_study(text: str, *, source: str = "<study>") -> Study:
+    """Parse TOML text into a Study; errors name ``source`` and each bad key."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise StudyFileError(f"{source} is not valid TOML: {error}") from error
+    try:
+        return Study.model_validate(raw)
+    except ValidationError as error:
+        raise StudyFileError(format_validation_error(error, source=source)) from error
+
+
+def load_study(path: Path) -> Study:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise StudyFileError(f"cannot read study file {path}: {error.strerror}") from error
+    return parse_study(text, source=str(path))
+
+
+def default_study_path() -> Path:
+    """The demo study that ships with the package: the template to copy."""
+    return Path(str(resources.files("fedneuro") / "studies" / "demo.toml"))
+
+
+def format_validation_error(error: ValidationError, *, source: str) -> str:
+    lines = [f"{source}: {error.error_count()} invalid setting(s):"]
+    for item in error.errors():
+        location = _toml_location(item["loc"])
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see the template `fedneuro study template`)"
+        elif "input" in item and item["type"] != "missing":
+            message = f"{message} (got {item['input']!r})"
+        lines.append(f"  {location}: {message}")
+    return "\n".join(lines)
+
+
+def _toml_location(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if len(parts) <= 1:
+        return f"[{parts[0]}]" if parts else "<file>"
+    return f"[{'.'.join(parts[:-1])}] {parts[-1]}"

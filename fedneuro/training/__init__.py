@@ -1,0 +1,1 @@
+"""One site's local training and evaluation."""

@@ -1,0 +1,104 @@
+"""The coordinator's ServerApp: FedAvg over adapter + head tensors, a report after every round."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flwr.app import ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+
+from fedneuro.federation.codec import decode_arrays, encode_arrays
+from fedneuro.federation.launch import read_launch
+from fedneuro.federation.results import StudyRecord, save_adapter
+from fedneuro.federation.rounds import RoundReport, run_rounds
+from fedneuro.models.exchange import trainable_manifest, trainable_state
+from fedneuro.study import load_study
+from fedneuro.training.site import build_study_model
+
+logger = logging.getLogger("fedneuro.server")
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    launch = read_launch(context.run_config.get("launch") or None)
+    study = load_study(launch.study_path)
+    started = time.monotonic()
+    model = build_study_model(study)
+    manifest = trainable_manifest(model.module)
+    initial = trainable_state(model.module)
+    n_sites = len(launch.sites)
+    min_sites = study.federation.min_sites or n_sites
+    backbone_bytes = sum(p.numel() * p.element_size() for p in model.module.parameters()) - manifest.nbytes
+    record = StudyRecord(
+        launch.out_dir,
+        header={
+            "study_id": study.study.id,
+            "study_digest": study.digest(),
+            "backbone": study.model.backbone,
+            "weights_sha256": model.weights_sha256,
+            "adapter": study.model.adapter.model_dump(mode="json"),
+            "adapter_bytes": manifest.nbytes,
+            "backbone_bytes": backbone_bytes,
+            "privacy_labels": {
+                "unit": study.privacy.unit,
+                "accountant": study.privacy.accountant,
+                "noise_multiplier": study.privacy.noise_multiplier,
+                "max_grad_norm": study.privacy.max_grad_norm,
+            },
+        },
+    )
+    logger.info("study %s: %d sites, %d rounds, backbone %s, %d adapter bytes exchanged per site",
+                study.study.id, n_sites, study.federation.rounds, study.model.backbone, manifest.nbytes)
+
+    def on_round_end(report: RoundReport, arrays: object) -> None:
+        record.add(report)
+        state = decode_arrays(arrays, manifest, source="aggregated model")  # type: ignore[arg-type]
+        save_adapter(
+            record.adapter_path,
+            state,
+            {
+                "study_id": study.study.id,
+                "study_digest": study.digest(),
+                "round": report.round,
+                "backbone": study.model.backbone,
+                "weights_sha256": model.weights_sha256,
+                "contributing_sites": sorted(n for n, s in report.sites.items() if s.num_examples),
+                "epsilon_per_site": {n: s.epsilon for n, s in report.sites.items() if s.num_examples},
+                "delta": study.privacy.delta,
+                "privacy_unit": study.privacy.unit,
+                "tensor_manifest_sha256": manifest.digest(),
+            },
+        )
+        record.write(status="running", wall_time_s=time.monotonic() - started)
+        eps = ", ".join(f"{n} ε={s.epsilon:.2f}" for n, s in sorted(report.sites.items()))
+        logger.info("round %d/%d: balanced accuracy %.3f (participants %.3f) | %s | %.1f s",
+                    report.round, study.federation.rounds, report.balanced_accuracy,
+                    report.participant_balanced_accuracy, eps, report.wall_time_s)
+
+    strategy = FedAvg(
+        fraction_train=1.0,
+        fraction_evaluate=1.0,
+        min_train_nodes=min_sites,
+        min_evaluate_nodes=min_sites,
+        min_available_nodes=min_sites,
+    )
+    try:
+        run_rounds(
+            grid,
+            strategy,
+            initial_arrays=encode_arrays(initial),
+            manifest=manifest,
+            base_config=ConfigRecord({"study": study.to_json()}),
+            rounds=study.federation.rounds,
+            min_sites=min_sites,
+            connect_timeout_s=study.federation.connect_timeout_s,
+            round_timeout_s=study.federation.round_timeout_s,
+            on_round_end=on_round_end,
+        )
+    except Exception:
+        record.write(status="failed", wall_time_s=time.monotonic() - started)
+        raise
+    record.write(status="completed", wall_time_s=time.monotonic() - started)
