@@ -30,6 +30,9 @@ def run_local_simulation(launch: Launch, *, cpus: int | None = None) -> None:
     launch_path = launch.out_dir / "launch.json"
     write_launch(launch, launch_path)
     os.environ[LAUNCH_ENV] = str(launch_path.resolve())
+    # Inherited by the Ray workers: keep their output to what matters.
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
     cpus = cpus or os.cpu_count() or 1
     server_app = _load_component(SERVER_APP_REF, ServerApp)
     client_app = _load_component(CLIENT_APP_REF, ClientApp)

@@ -11,6 +11,10 @@ from fedneuro.models.registry import STANDARD_1020_19, BackbonePreset, register_
 if TYPE_CHECKING:
     from torch import nn
 
+# BIOT's STFT uses a rectangular window on purpose (its published design); torch warns on
+# every forward pass otherwise.
+warnings.filterwarnings("ignore", message="A window was not provided", category=UserWarning)
+
 _BIOT_SIZES = {
     # name: (embed_dim, num_heads, num_layers, description)
     "biot-tiny": (32, 2, 1, "BIOT, tiny: for tests"),
@@ -21,8 +25,8 @@ _BIOT_SIZES = {
 
 def _build_biot(preset: BackbonePreset, n_outputs: int) -> nn.Module:
     with warnings.catch_warnings():
-        # braindecode.models warns about deprecated MNE montages at import time.
-        warnings.simplefilter("ignore", FutureWarning)
+        # Importing braindecode.models warns (deprecated MNE montages, pandas in wfdb).
+        warnings.simplefilter("ignore")
         from braindecode.models import BIOT
 
     embed_dim, num_heads, num_layers, _ = _BIOT_SIZES[preset.name]

@@ -1,0 +1,99 @@
+"""The site's ClientApp, called with real Flower messages: what leaves the site."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from client.app import app as client_app
+from fedneuro.federation.codec import encode_arrays
+from fedneuro.federation.launch import LaunchError
+from fedneuro.models.exchange import trainable_state
+from fedneuro.privacy.ledger import PrivacyLedger
+from fedneuro.study import Study, default_study_path, load_study
+from fedneuro.training.site import build_study_model
+
+ALLOWED_TRAIN_METRICS = {"num-examples", "train-loss", "dp-steps", "epsilon", "delta"}
+ALLOWED_EVAL_METRICS = {"num-examples", "eval-loss", "window-confusion", "participant-confusion"}
+
+
+@pytest.fixture(scope="module")
+def study() -> Study:
+    base = load_study(default_study_path())
+    return base.model_copy(update={"model": base.model.model_copy(update={"backbone": "biot-tiny"})})
+
+
+@pytest.fixture()
+def site_config(tmp_path: Path, data_consortium: dict[str, Path]) -> Path:
+    name, root = next(iter(data_consortium.items()))
+    path = tmp_path / "site.json"
+    path.write_text(json.dumps({"name": name, "bids_root": str(root), "state_dir": str(tmp_path / "state"), "noise_seed": 3}))
+    return path
+
+
+def _call(kind: str, study: Study, site_config: Path, server_round: int = 1) -> Message:
+    # Flower's runtime sets the task identity before building messages; do the same.
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    arrays = encode_arrays(trainable_state(build_study_model(study).module))
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"study": study.to_json(), "server-round": server_round})})
+    message = Message(content=content, dst_node_id=1, message_type=MessageType.TRAIN if kind == "train" else MessageType.EVALUATE)
+    context = Context(run_id=1, node_id=1, node_config={"site-config": str(site_config)}, state=RecordDict(), run_config={})
+    return client_app(message, context)
+
+
+def _strings(record: RecordDict) -> str:
+    """Every name and value that would cross the wire, as one string."""
+    parts = []
+    for key, value in record.items():
+        parts.append(key)
+        for k, v in value.items():
+            parts.append(k)
+            if not hasattr(v, "data"):
+                parts.append(str(v))
+    return " ".join(parts)
+
+
+def test_train_reply_holds_only_adapter_tensors_and_aggregate_metrics(study, site_config, data_consortium) -> None:
+    name, root = next(iter(data_consortium.items()))
+    reply = _call("train", study, site_config)
+    assert not reply.has_error(), reply.error
+    assert set(reply.content.keys()) == {"arrays", "metrics", "site"}
+    names = list(reply.content["arrays"].keys())
+    assert names == sorted(names)
+    assert all(("lora_A" in n or "lora_B" in n or "classification_head" in n) for n in names)
+    assert set(reply.content["metrics"].keys()) == ALLOWED_TRAIN_METRICS
+    assert dict(reply.content["site"]) == {"name": name}
+    wire = _strings(reply.content)
+    assert "sub-" not in wire and str(root) not in wire and "/" not in wire
+    assert reply.content["metrics"]["epsilon"] > 0
+
+
+def test_epsilon_accumulates_in_the_site_ledger_across_rounds(study, site_config) -> None:
+    first = _call("train", study, site_config, server_round=1).content["metrics"]["epsilon"]
+    second = _call("train", study, site_config, server_round=2).content["metrics"]["epsilon"]
+    assert 0 < first < second
+    state_dir = Path(json.loads(site_config.read_text())["state_dir"])
+    entries = PrivacyLedger(state_dir / "privacy-ledger.jsonl").entries(study.study.id)
+    assert [e.round for e in entries] == [1, 2]
+
+
+def test_evaluate_reply_holds_confusion_counts_only(study, site_config) -> None:
+    reply = _call("evaluate", study, site_config)
+    assert not reply.has_error(), reply.error
+    assert set(reply.content.keys()) == {"metrics", "site"}
+    metrics = reply.content["metrics"]
+    assert set(metrics.keys()) == ALLOWED_EVAL_METRICS
+    window = np.asarray(metrics["window-confusion"])
+    assert window.size == study.data.n_classes**2 and window.sum() == metrics["num-examples"]
+    assert "sub-" not in _strings(reply.content)
+
+
+def test_a_missing_site_config_names_the_file(study, tmp_path) -> None:
+    # Flower's runtime turns this exception into an error reply to the coordinator.
+    with pytest.raises(LaunchError, match="cannot read site config .*absent.json"):
+        _call("train", study, tmp_path / "absent.json")
