@@ -12,7 +12,7 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fedneuro import __version__
 from fedneuro.data.spec import DataSpec
@@ -45,6 +45,19 @@ class Study(BaseModel):
     privacy: PrivacySpec = Field(default_factory=PrivacySpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     federation: FederationSpec = Field(default_factory=FederationSpec)
+
+    @model_validator(mode="after")
+    def _fits_the_backbone(self) -> Study:
+        from fedneuro.models.registry import get_backbone_preset
+
+        contract = get_backbone_preset(self.model.backbone).contract
+        nyquist = contract.sfreq / 2
+        if self.data.h_freq is not None and self.data.h_freq >= nyquist:
+            raise ValueError(
+                f"[data] h_freq ({self.data.h_freq} Hz) must be below the Nyquist frequency "
+                f"({nyquist:g} Hz) of backbone {self.model.backbone!r}'s {contract.sfreq:g} Hz input"
+            )
+        return self
 
     def digest(self) -> str:
         """sha256 over the canonical JSON of every setting (what later approvals sign)."""

@@ -31,6 +31,9 @@ def test_digest_changes_with_any_setting() -> None:
         ('[data]\nlabel_column = "dx"', r"\[study\]: Field required"),
         ('[study]\nid = "has space"', r"\[study\] id"),
         ("[study\nid=", "is not valid TOML"),
+        ('[study]\nid = "x"\n[data]\nh_freq = 120', r"h_freq \(120.0 Hz\) must be below the Nyquist frequency \(100 Hz\)"),
+        ('[study]\nid = "x"\n[model]\nbackbone = "gpt"', r"Invalid value for the 'backbone' parameter"),
+        ('[study]\nid = "x"\n[data]\nconsent_values = []', r"\[data\] consent_values"),
     ],
 )
 def test_bad_study_files_name_the_key(toml: str, message: str) -> None:

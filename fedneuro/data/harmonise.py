@@ -130,9 +130,13 @@ class WindowSet:
         return labels
 
     def subset(self, participant_ids: Iterable[str]) -> WindowSet:
-        """The windows of the given participants (kept in this set's order)."""
+        """The windows of the given participants (kept in this set's order).
+
+        Ids listed in ``report.without_windows`` (known, but nothing usable) are skipped;
+        any other id without windows is an error.
+        """
         wanted = set(participant_ids)
-        unknown = sorted(wanted - set(self.participant_ids))
+        unknown = sorted(wanted - set(self.participant_ids) - set(self.report.without_windows))
         if unknown:
             raise ValueError(
                 f"Invalid value for the 'participant_ids' parameter: {unknown} have no "

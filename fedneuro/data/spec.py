@@ -45,7 +45,7 @@ class DataSpec(BaseModel):
         description="participants.tsv column that must hold one of consent_values; "
         "None uses every participant (only for data with consent handled elsewhere)",
     )
-    consent_values: list[str] = Field(default_factory=lambda: ["yes"])
+    consent_values: list[str] = Field(default_factory=lambda: ["yes"], min_length=1)
     task: str | None = Field(default=None, description="BIDS task to use; None = all tasks")
     window_stride_seconds: float | None = Field(
         default=None, gt=0, description="stride between windows; None = no overlap"

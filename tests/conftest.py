@@ -1,0 +1,54 @@
+"""Shared, session-scoped fixtures. Data-layer fixtures are prefixed ``data_``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedneuro.data.spec import DataSpec, InputContract
+
+# Small on purpose: 3 sites x 12 participants x 20 s keeps the data tests fast.
+DATA_N_PARTICIPANTS = 12
+DATA_DURATION_S = 20.0
+DATA_SEED = 7
+
+
+@pytest.fixture(scope="session")
+def data_spec() -> DataSpec:
+    return DataSpec()
+
+
+@pytest.fixture(scope="session")
+def data_contract() -> InputContract:
+    from fedneuro.data.synth import STANDARD_1020_19
+
+    return InputContract(channels=STANDARD_1020_19, sfreq=200.0, input_window_seconds=4.0)
+
+
+@pytest.fixture(scope="session")
+def data_consortium(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The three default sites, small; treat as read-only (copy before corrupting)."""
+    from fedneuro.data.synth import synthesize_consortium
+
+    out = tmp_path_factory.mktemp("consortium")
+    sites = synthesize_consortium(
+        out,
+        participants_per_site=DATA_N_PARTICIPANTS,
+        duration_s=DATA_DURATION_S,
+        seed=DATA_SEED,
+    )
+    return dict(sites)
+
+
+@pytest.fixture(scope="session")
+def data_windows(data_consortium, data_contract, data_spec):  # type: ignore[no-untyped-def]
+    """Harmonised WindowSet of each default site (eligible participants only)."""
+    from fedneuro.data.bids import eligible_participants, read_participants
+    from fedneuro.data.harmonise import load_site_windows
+
+    out = {}
+    for name, root in data_consortium.items():
+        cohort = eligible_participants(read_participants(root, data_spec), data_spec)
+        out[name] = load_site_windows(root, cohort, data_contract, data_spec)
+    return out
