@@ -2,14 +2,16 @@
 
 Order of work for every message (the one-way flow of docs/architecture.md):
 site config -> study from the message -> consent gate on participants.tsv -> read only the
-eligible participants' files -> train with DP / evaluate -> send adapter tensors and
-aggregate metrics only.
+eligible participants' files -> privacy budget gate -> train with DP / evaluate -> send
+adapter tensors and aggregate metrics only.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+
+import numpy as np
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -20,11 +22,12 @@ from fedneuro.federation.launch import site_for_node
 from fedneuro.governance.site import SiteConfig, derive_seed
 from fedneuro.models.adapters import AdaptedModel
 from fedneuro.models.exchange import load_trainable_state, trainable_manifest, trainable_state
-from fedneuro.privacy.accountant import ledger_epsilon
+from fedneuro.privacy.accountant import compute_epsilon, ledger_history, resolve_delta
+from fedneuro.privacy.budget import check_round_budget
 from fedneuro.privacy.ledger import LedgerEntry, PrivacyLedger
 from fedneuro.study import Study
 from fedneuro.training.local import evaluate as evaluate_model
-from fedneuro.training.local import train_dp
+from fedneuro.training.local import planned_round, privacy_units, train_dp
 from fedneuro.training.site import SiteData, build_study_model, prepare_site_data
 
 logger = logging.getLogger("fedneuro.client")
@@ -56,19 +59,36 @@ def train(msg: Message, context: Context) -> Message:
     study = _study_from(msg)
     server_round = int(msg.content["config"]["server-round"])
     data, model = _session(site, study)
+    privacy = study.privacy
+    units = privacy_units(data.train.participant, privacy)
+    delta = resolve_delta(privacy.delta, len(np.unique(units)))
+    ledger = PrivacyLedger(site.ledger_path)
+    planned = planned_round(data.train.participant, training=study.training, privacy=privacy)
+    # Budget gate: refuse before touching the model if this round would overspend.
+    check_round_budget(
+        site=site.name,
+        study_id=study.study.id,
+        server_round=server_round,
+        study_entries=ledger.entries(study.study.id),
+        all_entries=ledger.entries(),
+        planned=(planned.noise_multiplier, planned.sample_rate, planned.steps),
+        delta=delta,
+        accountant=privacy.accountant,
+        max_epsilon=site.policy.max_epsilon_per_study,
+        max_lifetime_epsilon=site.policy.max_epsilon_lifetime,
+    )
     manifest = trainable_manifest(model.module)
     load_trainable_state(model.module, decode_arrays(msg.content["arrays"], manifest, source="global model"))
-
     result = train_dp(
         model.module,
         data.train.X,
         data.train.y,
+        data.train.participant,
         training=study.training,
-        privacy=study.privacy,
+        privacy=privacy,
         sampling_seed=derive_seed(study.study.seed, site.name, server_round, "poisson"),
         noise_seed=site.noise_seed_for(study.study.id, server_round),
     )
-    ledger = PrivacyLedger(site.ledger_path)
     now = datetime.now(UTC).isoformat()
     ledger.append(
         [
@@ -78,32 +98,32 @@ def train(msg: Message, context: Context) -> Message:
                 noise_multiplier=h.noise_multiplier,
                 sample_rate=h.sample_rate,
                 steps=h.steps,
-                max_grad_norm=study.privacy.max_grad_norm,
-                unit=study.privacy.unit,
+                max_grad_norm=privacy.max_grad_norm,
+                unit=privacy.unit,
+                max_windows_per_unit=privacy.max_windows_per_participant if privacy.unit == "participant" else 1,
                 recorded_at=now,
             )
             for h in result.dp_history
         ]
     )
-    epsilon = ledger_epsilon(
-        ledger.entries(study.study.id), delta=study.privacy.delta, accountant=study.privacy.accountant
-    )
-    logger.info("site %s round %d: %d DP steps, ε=%.3f (δ=%g, unit=%s)",
-                site.name, server_round, result.steps, epsilon, study.privacy.delta, study.privacy.unit)
+    spent = compute_epsilon(ledger_history(ledger.entries(study.study.id)), delta=delta, accountant=privacy.accountant)
+    logger.info("site %s round %d: %d DP steps over %d %ss, ε=%.3f (δ=%g, %s)", site.name, server_round,
+                result.steps, result.num_units, privacy.unit, spent.epsilon, delta, spent.accountant)
     metrics = MetricRecord(
         {
             "num-examples": result.num_examples,
+            "privacy-units": result.num_units,
             "train-loss": result.mean_loss,
             "dp-steps": result.steps,
-            "epsilon": epsilon,
-            "delta": study.privacy.delta,
+            "epsilon": spent.epsilon,
+            "delta": delta,
         }
     )
     content = RecordDict(
         {
             "arrays": encode_arrays(trainable_state(model.module)),
             "metrics": metrics,
-            "site": ConfigRecord({"name": site.name}),
+            "site": ConfigRecord({"name": site.name, "epsilon-accountant": spent.accountant}),
         }
     )
     return Message(content=content, reply_to=msg)

@@ -44,7 +44,8 @@ def main(grid: Grid, context: Context) -> None:
             "backbone_bytes": backbone_bytes,
             "privacy_labels": {
                 "unit": study.privacy.unit,
-                "accountant": study.privacy.accountant,
+                "neighbouring_relation": study.privacy.neighbouring_relation(),
+                "max_windows_per_participant": study.privacy.max_windows_per_participant,
                 "noise_multiplier": study.privacy.noise_multiplier,
                 "max_grad_norm": study.privacy.max_grad_norm,
             },
@@ -67,7 +68,7 @@ def main(grid: Grid, context: Context) -> None:
                 "weights_sha256": model.weights_sha256,
                 "contributing_sites": sorted(n for n, s in report.sites.items() if s.num_examples),
                 "epsilon_per_site": {n: s.epsilon for n, s in report.sites.items() if s.num_examples},
-                "delta": study.privacy.delta,
+                "delta_per_site": {n: s.delta for n, s in report.sites.items() if s.num_examples},
                 "privacy_unit": study.privacy.unit,
                 "tensor_manifest_sha256": manifest.digest(),
             },

@@ -18,7 +18,7 @@ from fedneuro.privacy.ledger import PrivacyLedger
 from fedneuro.study import Study, default_study_path, load_study
 from fedneuro.training.site import build_study_model
 
-ALLOWED_TRAIN_METRICS = {"num-examples", "train-loss", "dp-steps", "epsilon", "delta"}
+ALLOWED_TRAIN_METRICS = {"num-examples", "privacy-units", "train-loss", "dp-steps", "epsilon", "delta"}
 ALLOWED_EVAL_METRICS = {"num-examples", "eval-loss", "window-confusion", "participant-confusion"}
 
 
@@ -67,7 +67,8 @@ def test_train_reply_holds_only_adapter_tensors_and_aggregate_metrics(study, sit
     assert names == sorted(names)
     assert all(("lora_A" in n or "lora_B" in n or "classification_head" in n) for n in names)
     assert set(reply.content["metrics"].keys()) == ALLOWED_TRAIN_METRICS
-    assert dict(reply.content["site"]) == {"name": name}
+    assert set(reply.content["site"].keys()) == {"name", "epsilon-accountant"}
+    assert reply.content["site"]["name"] == name and reply.content["site"]["epsilon-accountant"] in {"rdp", "prv"}
     wire = _strings(reply.content)
     assert "sub-" not in wire and str(root) not in wire and "/" not in wire
     assert reply.content["metrics"]["epsilon"] > 0

@@ -43,6 +43,8 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="output directory (recreated)"),
     sites: int = typer.Option(3, "--sites", min=1, help="number of simulated hospitals"),
     seed: int = typer.Option(0, "--seed", min=0, help="seed of the synthetic data"),
+    participants: int = typer.Option(100, "--participants", min=4, help="participants per site"),
+    duration: float = typer.Option(30.0, "--duration", min=10, help="seconds of EEG per participant"),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Synthesise hospital sites and run the default study over them, end to end."""
@@ -59,7 +61,9 @@ def demo(
     study = load_study(study_path)
     started = time.monotonic()
     with user_errors(ValueError, OSError), console.status(f"synthesising {sites} hospital sites"):
-        written = synthesize_consortium(out / "data", n_sites=sites, seed=seed)
+        written = synthesize_consortium(
+            out / "data", n_sites=sites, seed=seed, participants_per_site=participants, duration_s=duration
+        )
     console.log(f"synthesised {len(written)} BIDS sites in {time.monotonic() - started:.1f} s under {out / 'data'}")
     summary = run_simulated_study(study_path, study, written, out)
     report(summary, json_output)
@@ -127,7 +131,7 @@ def report(summary: dict[str, Any], json_output: bool) -> None:
         sites.add_column(column, justify="right")
     for name, s in sorted(summary["sites"].items()):
         per_round = s["bytes_uploaded_per_round"]
-        sites.add_row(name, _fmt(s.get("epsilon"), 2), f"{s.get('delta', 0):g}", s["unit"], s["accountant"],
+        sites.add_row(name, _fmt(s.get("epsilon"), 2), f"{s.get('delta', 0):g}", s["unit"], s.get("epsilon_accountant", "-"),
                       str(s["dp_steps"]), f"{per_round[-1] if per_round else 0:,}", _fmt(s.get("balanced_accuracy")))
     out_console.print(rounds)
     out_console.print(sites)

@@ -71,7 +71,9 @@ class StudyRecord:
                 if site.num_examples:  # ε and δ are cumulative at the site: keep the latest
                     entry["epsilon"] = site.epsilon
                     entry["delta"] = site.delta
+                    entry["epsilon_accountant"] = site.epsilon_accountant
                     entry["train_windows"] = site.num_examples
+                    entry["privacy_units"] = site.privacy_units
                 entry["balanced_accuracy"] = site.balanced_accuracy
                 entry["test_windows"] = site.test_windows
                 entry["test_participants"] = site.test_participants

@@ -37,8 +37,10 @@ class FederationTimeout(FederationError):
 class SiteRoundReport:
     site: str
     num_examples: int = 0
+    privacy_units: int = 0
     epsilon: float = 0.0
     delta: float = 0.0
+    epsilon_accountant: str = ""
     dp_steps: int = 0
     train_loss: float = float("nan")
     bytes_uploaded: int = 0
@@ -118,8 +120,10 @@ def run_rounds(
             reports[name] = SiteRoundReport(
                 site=name,
                 num_examples=int(metrics["num-examples"]),
+                privacy_units=int(metrics["privacy-units"]),
                 epsilon=float(metrics["epsilon"]),
                 delta=float(metrics["delta"]),
+                epsilon_accountant=str(reply.content["site"].get("epsilon-accountant", "")),
                 dp_steps=int(metrics["dp-steps"]),
                 train_loss=float(metrics["train-loss"]),
                 bytes_uploaded=payload_bytes(reply.content["arrays"]),

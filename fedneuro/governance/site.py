@@ -12,6 +12,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fedneuro.governance.policy import SitePolicy
+
 
 class SiteConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -19,6 +21,7 @@ class SiteConfig(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     bids_root: Path = Field(description="the site's BIDS EEG dataset (read-only)")
     state_dir: Path = Field(description="writable: privacy ledger, noise secret, logs")
+    policy: SitePolicy = Field(default_factory=SitePolicy)
     noise_seed: int | None = Field(
         default=None,
         description="fixed DP noise seed, for reproducible simulations only; None = a "

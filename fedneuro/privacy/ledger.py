@@ -33,6 +33,7 @@ class LedgerEntry(BaseModel):
     steps: int = Field(ge=0)
     max_grad_norm: float = Field(gt=0)
     unit: PrivacyUnit
+    max_windows_per_unit: int = Field(default=1, ge=1)
     recorded_at: str
 
 

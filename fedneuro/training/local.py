@@ -8,12 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from opacus import PrivacyEngine
-from opacus.data_loader import DPDataLoader
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from fedneuro.metrics import confusion_counts
+from fedneuro.privacy.engine import DPSchedule, DPTrainingError, UnitDPOptimizer, UnitPoissonSampler, plan_schedule
 from fedneuro.privacy.spec import PrivacySpec
 from fedneuro.training.spec import TrainingSpec
 
@@ -35,88 +33,100 @@ class LocalTrainResult:
     empty_batches: int
     mean_loss: float
     num_examples: int
+    num_units: int
     dp_history: list[DPStepRecord]
+
+
+def privacy_units(participant: np.ndarray, privacy: PrivacySpec) -> np.ndarray:
+    """The privacy unit of each window: its participant, or the window itself."""
+    if privacy.unit == "participant":
+        return np.asarray(participant)
+    return np.arange(len(participant))
+
+
+def dp_schedule(participant: np.ndarray, *, training: TrainingSpec, privacy: PrivacySpec) -> DPSchedule:
+    units = privacy_units(participant, privacy)
+    return plan_schedule(
+        len(np.unique(units)),
+        expected_units_per_step=training.batch_size,
+        max_windows_per_unit=privacy.max_windows_per_participant if privacy.unit == "participant" else 1,
+    )
+
+
+def planned_round(participant: np.ndarray, *, training: TrainingSpec, privacy: PrivacySpec) -> DPStepRecord:
+    """The DP steps a round will take, known before training (for budget checks)."""
+    schedule = dp_schedule(participant, training=training, privacy=privacy)
+    return DPStepRecord(privacy.noise_multiplier, schedule.sample_rate, schedule.steps_per_epoch * training.local_epochs)
 
 
 def train_dp(
     model: nn.Module,
     X: np.ndarray,
     y: np.ndarray,
+    participant: np.ndarray,
     *,
     training: TrainingSpec,
     privacy: PrivacySpec,
     sampling_seed: int,
     noise_seed: int,
 ) -> LocalTrainResult:
-    """Train ``model``'s trainable parameters with DP-SGD (Poisson sampling) in place.
+    """Train ``model``'s trainable parameters in place with unit-level DP-SGD.
 
-    ``noise_seed`` must be secret to the site in deployment: whoever knows it can
-    regenerate the noise. It is separate from ``sampling_seed`` and from the model seed.
+    ``participant`` gives each window's participant; with ``privacy.unit == "participant"``
+    participants are the sampled, clipped and accounted unit. ``noise_seed`` must be secret
+    to the site in deployment: whoever knows it can regenerate the noise.
     """
     if len(X) == 0:
-        raise ValueError("no training windows: the site has no eligible training data")
-    dataset = TensorDataset(torch.from_numpy(X), torch.from_numpy(y))
-    batch_size = min(training.batch_size, len(dataset))
-    # Poisson sampling with our own generator: Opacus would otherwise draw from torch's
-    # global RNG, which breaks determinism by seed.
-    loader = DPDataLoader.from_data_loader(
-        DataLoader(dataset, batch_size=batch_size),
-        generator=torch.Generator().manual_seed(sampling_seed),
-    )
+        raise DPTrainingError("no training windows: the site has no eligible training data")
+    units = privacy_units(participant, privacy)
+    schedule = dp_schedule(participant, training=training, privacy=privacy)
+    sampler = UnitPoissonSampler(np.unique(units, return_inverse=True)[1], schedule, seed=sampling_seed)
     parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer: torch.optim.Optimizer
     if training.optimizer == "adam":
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(
-            parameters, lr=training.learning_rate, weight_decay=training.weight_decay
-        )
+        optimizer = torch.optim.Adam(parameters, lr=training.learning_rate, weight_decay=training.weight_decay)
     else:
         optimizer = torch.optim.SGD(
-            parameters, lr=training.learning_rate, weight_decay=training.weight_decay
+            parameters, lr=training.learning_rate, momentum=training.momentum, weight_decay=training.weight_decay
         )
-    # Dropout draws from torch's global RNG: fork it and seed it so training is reproducible
-    # by seed without disturbing the caller's RNG state.
+    X_all, y_all = torch.from_numpy(X), torch.from_numpy(np.asarray(y, dtype=np.int64))
+    losses: list[float] = []
+    empty = 0
+    # Dropout draws from torch's global RNG: fork and seed it, so training is reproducible by
+    # seed without disturbing the caller's RNG state.
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         torch.manual_seed(sampling_seed)
-        # Opacus warns that secure_mode is off; the noise generator we pass is seeded from a
-        # site secret (or, in simulations, from the study seed) on purpose.
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        engine = PrivacyEngine(accountant="rdp")
         model.train()
-        private_model, private_optimizer, private_loader = engine.make_private(
-            module=model,
-            optimizer=optimizer,
-            data_loader=loader,
+        engine = UnitDPOptimizer(
+            model,
+            optimizer,
             noise_multiplier=privacy.noise_multiplier,
             max_grad_norm=privacy.max_grad_norm,
-            poisson_sampling=False,  # the loader above already samples Poisson batches
-            noise_generator=torch.Generator().manual_seed(noise_seed),
+            expected_units_per_step=schedule.expected_units_per_step,
+            noise_seed=noise_seed,
         )
-        criterion = nn.CrossEntropyLoss()
-        losses: list[float] = []
-        empty_batches = 0
-        for _ in range(training.local_epochs):
-            for xb, yb in private_loader:
-                private_optimizer.zero_grad(set_to_none=True)
-                if len(xb) == 0:
-                    # An empty Poisson batch still releases a noisy update, and is accounted.
-                    empty_batches += 1
-                    for p in parameters:
-                        p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
+        try:
+            for _ in range(training.local_epochs * schedule.steps_per_epoch):
+                windows, groups, n_units = sampler.draw()
+                index = torch.from_numpy(windows)
+                loss = engine.step(X_all[index], y_all[index], torch.from_numpy(groups), n_units)
+                if loss is None:
+                    empty += 1
                 else:
-                    loss = criterion(private_model(xb), yb)
-                    loss.backward()
-                    losses.append(float(loss.detach()))
-                private_optimizer.step()
-    private_model.eval()
-    history = [DPStepRecord(float(s), float(q), int(n)) for s, q, n in engine.accountant.history]
-    # Leave the caller's module free of Opacus hooks so it can be reused next round.
-    private_model._close()
+                    losses.append(loss)
+        finally:
+            engine.close()
+    model.eval()
+    steps = training.local_epochs * schedule.steps_per_epoch
     return LocalTrainResult(
-        steps=sum(h.steps for h in history),
-        empty_batches=empty_batches,
+        steps=steps,
+        empty_batches=empty,
         mean_loss=float(np.mean(losses)) if losses else float("nan"),
-        num_examples=len(dataset),
-        dp_history=history,
+        num_examples=len(X),
+        num_units=schedule.n_units,
+        dp_history=[DPStepRecord(privacy.noise_multiplier, schedule.sample_rate, steps)],
     )
 
 

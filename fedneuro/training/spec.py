@@ -11,7 +11,14 @@ class TrainingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     local_epochs: int = Field(default=1, ge=1, le=100)
-    batch_size: int = Field(default=32, ge=1, description="expected (Poisson) batch size")
-    learning_rate: float = Field(default=3e-3, gt=0)
+    batch_size: int = Field(
+        default=16, ge=1, description="expected privacy units (participants, or windows) per step; Poisson sampled"
+    )
+    learning_rate: float = Field(default=0.1, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: Literal["sgd", "adam"] = Field(
+        default="sgd",
+        description="'sgd' (with momentum) is the robust choice under DP noise; Adam's per-"
+        "coordinate scaling amplifies noise in coordinates with little signal",
+    )
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
