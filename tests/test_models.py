@@ -14,7 +14,7 @@ from fedneuro.models.registry import get_backbone_preset, list_backbone_presets
 from fedneuro.models.spec import AdapterSpec, ModelSpec
 from fedneuro.models.weights import WeightsError
 
-PRESETS = [p.name for p in list_backbone_presets() if p.name != "biot-base"]
+PRESETS = [p.name for p in list_backbone_presets() if not p.name.endswith("-base")]
 
 
 def _batch(preset_name: str, n: int = 4) -> torch.Tensor:
@@ -36,7 +36,8 @@ def test_every_adapter_tensor_receives_a_gradient(preset: str) -> None:
     names = [n for n, _ in model.trainable_parameters()]
     without = [n for n, p in model.trainable_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert without == []
-    assert any("lora_A" in n for n in names) and any("classification_head" in n for n in names)
+    head = get_backbone_preset(preset).head_modules
+    assert any("lora_A" in n for n in names) and any(h in n for n in names for h in head)
     frozen_with_grad = [n for n, p in model.module.named_parameters() if not p.requires_grad and p.grad is not None]
     assert frozen_with_grad == []
 

@@ -68,3 +68,55 @@ for _name, (_dim, _heads, _layers, _description) in _BIOT_SIZES.items():
             build=_build_biot,
         )
     )
+
+
+_LABRAM_SIZES = {
+    # name: (embed_dim, num_heads, num_layers, description)
+    "labram-tiny": (64, 4, 2, "LaBraM, tiny: for tests"),
+    "labram-base": (200, 10, 12, "LaBraM-base, published size (5.8 M parameters)"),
+}
+
+
+def _build_labram(preset: BackbonePreset, n_outputs: int) -> nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from braindecode.models import Labram
+
+    embed_dim, num_heads, num_layers, _ = _LABRAM_SIZES[preset.name]
+    contract = preset.contract
+    model = Labram(
+        n_outputs=n_outputs,
+        n_chans=contract.n_chans,
+        n_times=contract.n_times,
+        sfreq=contract.sfreq,
+        embed_dim=embed_dim,
+        num_heads=num_heads,
+        num_layers=num_layers,
+    )
+    channel_names = list(contract.channels)
+
+    # Labram needs the montage's channel names at every call; inject them with a hook so
+    # peft, Opacus and callers see the plain ``model(x)`` interface and unchanged names.
+    def _add_channel_names(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        kwargs.setdefault("ch_names", channel_names)
+        return args, kwargs
+
+    model.register_forward_pre_hook(_add_channel_names, with_kwargs=True)
+    return model
+
+
+for _name, (_dim, _heads, _layers, _description) in _LABRAM_SIZES.items():
+    register_backbone(
+        BackbonePreset(
+            name=_name,
+            family="labram",
+            description=_description,
+            contract=InputContract(
+                channels=STANDARD_1020_19, sfreq=200.0, input_window_seconds=4.0
+            ),
+            # attn.qkv is applied with F.linear on its weight: a LoRA there gets no gradient.
+            lora_targets=("attn.proj", "mlp.0", "mlp.2"),
+            head_modules=("final_layer",),
+            build=_build_labram,
+        )
+    )
