@@ -101,6 +101,7 @@ def train(msg: Message, context: Context) -> Message:
                 max_grad_norm=privacy.max_grad_norm,
                 unit=privacy.unit,
                 max_windows_per_unit=privacy.max_windows_per_participant if privacy.unit == "participant" else 1,
+                delta=delta,
                 recorded_at=now,
             )
             for h in result.dp_history

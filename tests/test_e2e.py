@@ -43,7 +43,7 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
 
 def test_simulated_consortium_learns_with_dp(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    synth = _run(["synth", "eeg", "--sites", "3", "--out", str(data), "--participants", "16", "--duration", "30", "--seed", "3", "--json"], 300)
+    synth = _run(["synth", "eeg", "--sites", "3", "--out", str(data), "--participants", "24", "--duration", "20", "--seed", "3", "--json"], 300)
     assert synth.returncode == 0, synth.stderr
     sites = json.loads(synth.stdout)["sites"]
     study_path = _tiny_study(tmp_path)
@@ -60,7 +60,7 @@ def test_simulated_consortium_learns_with_dp(tmp_path: Path) -> None:
     assert summary["final_balanced_accuracy"] > 0.6  # chance is 0.5
     for name in sites:
         site = summary["sites"][name]
-        assert site["epsilon"] > 0 and site["delta"] == 1e-5 and site["unit"] == "window"
+        assert site["epsilon"] > 0 and site["delta"] == 1e-5 and site["unit"] == "participant"
         assert site["bytes_uploaded"] == sum(site["bytes_uploaded_per_round"]) > 0
         ledger = PrivacyLedger(out / "sites" / name / "privacy-ledger.jsonl").entries(summary["study_id"])
         assert [e.round for e in ledger] == [1, 2]
@@ -78,6 +78,20 @@ def test_a_missing_site_ends_with_a_timeout_not_a_hang(tmp_path: Path, data_cons
     assert result.returncode == 1
     assert "only 1 of 3 sites connected within 3 s" in result.stderr
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["status"] == "failed"
+
+
+def test_a_site_refuses_a_round_beyond_its_budget_and_does_not_train(tmp_path: Path, data_consortium) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("max_epsilon_per_study = 0.5\n")
+    args = ["simulate", "--study", str(_tiny_study(tmp_path)), "--out", str(tmp_path / "out"), "--site-policy", str(policy)]
+    for name, root in data_consortium.items():
+        args += ["--site", f"{name}={root}"]
+    result = _run(args, 300)
+    assert result.returncode == 1
+    assert "refuses round 1 of study demo-abnormal-eeg" in result.stderr
+    assert "above the site's budget of 0.5 per study" in result.stderr
+    for name in data_consortium:  # nothing was trained, so nothing was spent
+        assert PrivacyLedger(tmp_path / "out" / "sites" / name / "privacy-ledger.jsonl").entries() == []
 
 
 def test_cli_rejects_bad_input_with_clear_messages(tmp_path: Path) -> None:

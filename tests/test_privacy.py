@@ -30,7 +30,7 @@ def _data(n_participants: int = 12, windows_each: int = 8, seed: int = 0):
 
 def _entry(round_: int, steps: int, q: float = 0.1, sigma: float = 1.0, study: str = "s") -> LedgerEntry:
     return LedgerEntry(study_id=study, round=round_, noise_multiplier=sigma, sample_rate=q, steps=steps,
-                       max_grad_norm=1.0, unit="participant", max_windows_per_unit=4,
+                       max_grad_norm=1.0, unit="participant", max_windows_per_unit=4, delta=1e-5,
                        recorded_at="2026-11-24T00:00:00+00:00")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from fedneuro import __version__
-from fedneuro.cli import model, simulate, study, synth
+from fedneuro.cli import data, model, privacy, simulate, study, synth
 
 app = typer.Typer(
     name="fedneuro",
@@ -16,6 +16,8 @@ app = typer.Typer(
 app.add_typer(synth.app, name="synth")
 app.add_typer(study.app, name="study")
 app.add_typer(model.app, name="model")
+app.add_typer(privacy.app, name="privacy")
+app.add_typer(data.app, name="data")
 app.command("simulate")(simulate.simulate)
 app.command("demo")(simulate.demo)
 

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from fedneuro.cli.common import JSON_OPTION, console, fail, out_console, print_json, setup_logging, user_errors
+from fedneuro.governance.policy import SitePolicy
 from fedneuro.study import Study, StudyFileError, default_study_path, load_study
 
 DEMO_MARKER = ".fedneuro-demo"
@@ -28,6 +29,9 @@ def simulate(
     study_path: Path = typer.Option(..., "--study", help="the study file (TOML)"),
     site: list[str] = typer.Option(..., "--site", help="NAME=BIDS_DIR, once per site"),
     out: Path = typer.Option(..., "--out", help="output directory (summary, adapter, site state)"),
+    site_policy: Path | None = typer.Option(
+        None, "--site-policy", help="site policy (TOML: privacy budgets) applied to every simulated site"
+    ),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Run the study's federation over existing BIDS EEG datasets, one simulated site each."""
@@ -35,7 +39,8 @@ def simulate(
     with user_errors(StudyFileError):
         study = load_study(study_path)
     sites = [parse_site(s) for s in site]
-    summary = run_simulated_study(study_path, study, sites, out)
+    policy = load_site_policy(site_policy) if site_policy else None
+    summary = run_simulated_study(study_path, study, sites, out, policy=policy)
     report(summary, json_output)
 
 
@@ -69,8 +74,23 @@ def demo(
     report(summary, json_output)
 
 
+def load_site_policy(path: Path) -> SitePolicy:
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from fedneuro.study import format_validation_error
+
+    try:
+        return SitePolicy.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        fail(f"cannot read site policy {path}: {error}")
+    except ValidationError as error:
+        fail(format_validation_error(error, source=str(path)))
+
+
 def run_simulated_study(
-    study_path: Path, study: Study, sites: list[tuple[str, Path]], out: Path
+    study_path: Path, study: Study, sites: list[tuple[str, Path]], out: Path, *, policy: SitePolicy | None = None
 ) -> dict[str, Any]:
     from fedneuro.federation.launch import Launch
     from fedneuro.federation.simulation import run_local_simulation
@@ -93,6 +113,7 @@ def run_simulated_study(
                     name=name,
                     bids_root=path.resolve(),
                     state_dir=out / "sites" / name,
+                    policy=policy or SitePolicy(),
                     # Simulation only: reproducible noise. A deployed site keeps a secret.
                     noise_seed=derive_seed(study.study.seed, name, "simulated-noise"),
                 )

@@ -34,6 +34,7 @@ class LedgerEntry(BaseModel):
     max_grad_norm: float = Field(gt=0)
     unit: PrivacyUnit
     max_windows_per_unit: int = Field(default=1, ge=1)
+    delta: float = Field(gt=0, lt=1, description="δ the site reports ε at for this study")
     recorded_at: str
 
 

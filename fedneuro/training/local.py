@@ -140,6 +140,13 @@ def predict_proba(model: nn.Module, X: np.ndarray, *, batch_size: int = 128) -> 
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32)
 
 
+def participant_losses(model: nn.Module, X: np.ndarray, y: np.ndarray, participant: np.ndarray) -> np.ndarray:
+    """Mean cross-entropy per participant (sorted by participant index), for audits."""
+    proba = predict_proba(model, X)
+    losses = -np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, None))
+    return np.array([losses[participant == p].mean() for p in np.unique(participant)])
+
+
 @dataclass(frozen=True)
 class EvaluationCounts:
     """Aggregate evaluation at a site: confusion counts only, never per-participant values."""

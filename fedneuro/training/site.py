@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedneuro.data.bids import EligibleCohort
+import numpy as np
+
+from fedneuro.data.bids import EligibleCohort, eligible_participants, read_participants
 from fedneuro.data.harmonise import WindowSet, load_site_windows
 from fedneuro.data.splits import split_window_set
 from fedneuro.governance.site import derive_seed
 from fedneuro.models.adapters import AdaptedModel, build_model
+from fedneuro.models.exchange import load_trainable_state
 from fedneuro.models.registry import get_backbone_preset
+from fedneuro.privacy.audit import MembershipAudit, loss_threshold_audit
 from fedneuro.study import Study
+from fedneuro.training.local import participant_losses
 
 logger = logging.getLogger(__name__)
 
@@ -46,3 +52,16 @@ def prepare_site_data(bids_root: Path, cohort: EligibleCohort, study: Study, *, 
 def build_study_model(study: Study) -> AdaptedModel:
     """The study's model, identical at every site and at the coordinator."""
     return build_model(study.model, n_outputs=study.data.n_classes, seed=study.study.seed)
+
+
+def audit_membership(study: Study, bids_root: Path, *, site_name: str, adapter: Mapping[str, np.ndarray]) -> MembershipAudit:
+    """Loss-threshold membership inference on a site's train (members) vs held-out participants."""
+    cohort = eligible_participants(read_participants(bids_root, study.data), study.data)
+    data = prepare_site_data(bids_root, cohort, study, site_name=site_name)
+    model = build_study_model(study)
+    load_trainable_state(model.module, adapter)
+    return loss_threshold_audit(
+        participant_losses(model.module, data.train.X, data.train.y, data.train.participant),
+        participant_losses(model.module, data.test.X, data.test.y, data.test.participant),
+        seed=derive_seed(study.study.seed, site_name, "audit"),
+    )
