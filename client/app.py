@@ -44,7 +44,9 @@ def _session(site: SiteConfig, study: Study) -> tuple[SiteData, AdaptedModel]:
         # Governance gate: decide who may be used from participants.tsv before any
         # recording is opened; the data layer reads only the cohort it is given.
         cohort = eligible_participants(read_participants(site.bids_root, study.data), study.data)
-        data = prepare_site_data(site.bids_root, cohort, study, site_name=site.name)
+        data = prepare_site_data(
+            site.bids_root, cohort, study, site_name=site.name, cache_dir=site.state_dir / "window-cache"
+        )
         _SESSIONS[key] = (data, build_study_model(study))
     return _SESSIONS[key]
 

@@ -13,6 +13,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from fedneuro.data import cache as cache_mod
 from fedneuro.data import harmonise as harmonise_mod
 from fedneuro.data.bids import (
     BIDSDatasetError,
@@ -221,14 +222,23 @@ def test_only_eligible_files_are_opened(
     opened: list[str] = []
     real = harmonise_mod.read_recording
 
-    def spy(bids_path):  # type: ignore[no-untyped-def]
-        opened.append(Path(bids_path.fpath).name.split("_")[0])
-        return real(bids_path)
+    def spy(ref):  # type: ignore[no-untyped-def]
+        opened.append(Path(ref.path).name.split("_")[0])
+        return real(ref)
+
+    hashed: list[str] = []
+    real_digest = cache_mod.file_digest
+
+    def digest_spy(path):  # type: ignore[no-untyped-def]
+        hashed.append(Path(path).name.split("_")[0])
+        return real_digest(path)
 
     monkeypatch.setattr(harmonise_mod, "read_recording", spy)
-    ws = load_site_windows(root, cohort, data_contract, data_spec)
+    monkeypatch.setattr(cache_mod, "file_digest", digest_spy)
+    ws = load_site_windows(root, cohort, data_contract, data_spec, cache_dir=tmp_path / "cache")
     assert sorted(opened) == list(cohort.participant_ids) == ws.participant_ids
     assert not set(opened) & set(cohort.excluded)
+    assert set(hashed) == set(cohort.participant_ids)  # cache keys hash eligible files only
 
 
 def _log_bandpower(X: np.ndarray, sfreq: float = 200.0) -> np.ndarray:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fedneuro.data.errors import BIDSDatasetError
+from fedneuro.data.loose import find_recordings_table, participant_rows, read_recordings_table
 from fedneuro.data.spec import DataSpec
 
 if TYPE_CHECKING:
@@ -35,10 +37,6 @@ EEG_EXTENSIONS: tuple[str, ...] = (".edf", ".bdf", ".vhdr", ".set", ".fif")
 _NA = frozenset({"", "n/a"})
 
 
-class BIDSDatasetError(ValueError):
-    """A site's BIDS dataset cannot be used as it is; the message says what to fix."""
-
-
 @dataclass(frozen=True)
 class ParticipantRecord:
     """One row of participants.tsv. ``label``/``consent`` are None when empty or n/a."""
@@ -53,7 +51,8 @@ class ParticipantRecord:
 class EligibleCohort:
     """Participants allowed into training, sorted by id, with their class indices.
 
-    ``excluded`` maps every other participant id to the reason it was left out.
+    ``excluded`` maps every other participant id to the reason it was left out. With
+    ``label_source = "events"`` labels come from events, and ``labels`` are all -1.
     """
 
     participant_ids: tuple[str, ...]
@@ -83,11 +82,23 @@ def _value(raw: str | None) -> str | None:
     return None if value in _NA else value
 
 
-def read_participants(bids_root: Path, spec: DataSpec) -> list[ParticipantRecord]:
-    """Read ``participants.tsv`` of a BIDS dataset (metadata only, no signal files).
+def _required_columns(spec: DataSpec) -> list[str]:
+    required = ["participant_id"]
+    if spec.label_source == "participants":
+        required.append(spec.label_column)
+    if spec.consent_column is not None:
+        required.append(spec.consent_column)
+    return required
 
+
+def read_participants(bids_root: Path, spec: DataSpec) -> list[ParticipantRecord]:
+    """Read ``participants.tsv`` of a site (metadata only, no signal files).
+
+    A loose-file site (``recordings.tsv`` at the root, see :mod:`fedneuro.data.loose`)
+    without participants.tsv takes the label and consent columns from its recordings table.
     Raises ``BIDSDatasetError`` for a missing file, missing required columns (all listed
-    at once, with the columns found), ragged rows or duplicate participant ids.
+    at once, with the columns found), ragged rows or duplicate participant ids. The label
+    column is required only with ``label_source = "participants"``.
     """
     bids_root = Path(bids_root)
     tsv = bids_root / "participants.tsv"
@@ -96,24 +107,26 @@ def read_participants(bids_root: Path, spec: DataSpec) -> list[ParticipantRecord
             f"Invalid value for the 'bids_root' parameter: {bids_root} is not a directory. "
             "Point it at the root of the site's BIDS dataset."
         )
+    required = _required_columns(spec)
     if not tsv.is_file():
+        table = find_recordings_table(bids_root)
+        if table is not None:
+            rows = participant_rows(table, read_recordings_table(table), required[1:])
+            return _records(rows, spec, table)
         raise BIDSDatasetError(
             f"{tsv} not found. Every BIDS dataset must list its participants in "
-            f"participants.tsv at the dataset root, with columns participant_id, "
-            f"{spec.label_column!r}"
-            + (f" and {spec.consent_column!r}." if spec.consent_column else ".")
+            f"participants.tsv at the dataset root, with columns "
+            + ", ".join(repr(c) if i else c for i, c in enumerate(required))
+            + " (a loose-file site may instead put those columns in recordings.tsv)."
         )
     with tsv.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh, delimiter="\t")
-        rows = [r for r in reader if any(cell.strip() for cell in r)]
-    if not rows:
+        lines = [r for r in reader if any(cell.strip() for cell in r)]
+    if not lines:
         raise BIDSDatasetError(
             f"{tsv} is empty: it needs a header line and one row per participant."
         )
-    header = [h.strip() for h in rows[0]]
-    required = ["participant_id", spec.label_column]
-    if spec.consent_column is not None:
-        required.append(spec.consent_column)
+    header = [h.strip() for h in lines[0]]
     missing = [c for c in required if c not in header]
     if missing:
         raise BIDSDatasetError(
@@ -121,14 +134,30 @@ def read_participants(bids_root: Path, spec: DataSpec) -> list[ParticipantRecord
             "set data.label_column / data.consent_column in the study file to the columns "
             "that hold the label and the consent."
         )
-    records: list[ParticipantRecord] = []
     problems: list[str] = []
-    seen: set[str] = set()
-    for lineno, cells in enumerate(rows[1:], start=2):
+    rows: list[dict[str, str] | None] = []
+    for lineno, cells in enumerate(lines[1:], start=2):
         if len(cells) != len(header):
             problems.append(f"line {lineno} has {len(cells)} fields, the header {len(header)}")
+            rows.append(None)
             continue
-        row = {h: c.strip() for h, c in zip(header, cells)}
+        rows.append({h: c.strip() for h, c in zip(header, cells)})
+    return _records(rows, spec, tsv, problems)
+
+
+def _records(
+    rows: Sequence[Mapping[str, str] | None],
+    spec: DataSpec,
+    source: Path,
+    problems: list[str] | None = None,
+) -> list[ParticipantRecord]:
+    problems = list(problems or [])
+    records: list[ParticipantRecord] = []
+    seen: set[str] = set()
+    label_col = spec.label_column if spec.label_source == "participants" else None
+    for lineno, row in enumerate(rows, start=2):
+        if row is None:
+            continue
         pid = row["participant_id"]
         if not pid or pid in _NA:
             problems.append(f"line {lineno} has no participant_id")
@@ -140,15 +169,19 @@ def read_participants(bids_root: Path, spec: DataSpec) -> list[ParticipantRecord
         records.append(
             ParticipantRecord(
                 participant_id=pid,
-                label=_value(row[spec.label_column]),
+                label=_value(row.get(label_col)) if label_col else None,
                 consent=_value(row[spec.consent_column]) if spec.consent_column else None,
-                row=row,
+                row=dict(row),
             )
         )
     if problems:
         raise BIDSDatasetError(
-            f"{tsv} is malformed: " + "; ".join(problems) + ". Fix these rows (tab-separated, "
+            f"{source} is malformed: " + "; ".join(problems) + ". Fix these rows (tab-separated, "
             "one row per participant, n/a for unknown values)."
+        )
+    if not records:
+        raise BIDSDatasetError(
+            f"{source} lists no participants: add one row per participant below the header."
         )
     return records
 
@@ -170,7 +203,9 @@ def eligible_participants(records: Sequence[ParticipantRecord], spec: DataSpec) 
                 f"consent {shown} in column {spec.consent_column!r} is not one of "
                 f"{spec.consent_values}"
             )
-        if rec.label is None:
+        if spec.label_source == "events":
+            pass  # labels come from each recording's events
+        elif rec.label is None:
             reasons.append(f"label column {spec.label_column!r} is empty (n/a)")
         elif rec.label not in spec.classes:
             reasons.append(
@@ -180,7 +215,9 @@ def eligible_participants(records: Sequence[ParticipantRecord], spec: DataSpec) 
         if reasons:
             excluded[rec.participant_id] = "; ".join(reasons)
         else:
-            kept.append((rec.participant_id, spec.classes[rec.label]))  # type: ignore[index]
+            events_mode = spec.label_source == "events"
+            label = -1 if events_mode else spec.classes[rec.label]  # type: ignore[index]
+            kept.append((rec.participant_id, label))
     kept.sort()
     if excluded:
         logger.info("excluded %d of %d participants", len(excluded), len(records))

@@ -11,7 +11,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ChannelMapping", "OLD_TO_NEW_1020", "map_to_montage", "normalise_channel_name"]
+__all__ = [
+    "ChannelMapping",
+    "OLD_TO_NEW_1020",
+    "guess_channel_type",
+    "map_to_montage",
+    "normalise_channel_name",
+]
 
 #: Old (Jasper 1958) temporal names -> modified combinatorial nomenclature (ACNS 2006).
 OLD_TO_NEW_1020: dict[str, str] = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
@@ -23,6 +29,12 @@ _REFERENCE_SUFFIXES = frozenset(
      "M1M2", "LM", "RM", "MAST", "EAR", "EARS"}
 )
 _PREFIX_RE = re.compile(r"^EEG[-_\s]+", re.IGNORECASE)
+# Channel-name prefixes that are never scalp EEG, with their MNE channel type.
+_NON_EEG_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("ECG", "ecg"), ("EKG", "ecg"), ("EOG", "eog"), ("VEOG", "eog"), ("HEOG", "eog"),
+    ("EMG", "emg"), ("RESP", "resp"), ("SPO2", "misc"), ("PULSE", "misc"), ("PHOTIC", "stim"),
+    ("TRIG", "stim"), ("STATUS", "stim"), ("STI", "stim"),
+)
 
 
 def _electrode_names() -> dict[str, str]:
@@ -64,6 +76,18 @@ def normalise_channel_name(name: str) -> str:
         # Bipolar ("Fp1-F7") or unknown suffix: not a monopolar electrode, keep as is.
         return cleaned
     return _ELECTRODES.get(head.strip().upper(), cleaned)
+
+
+def guess_channel_type(name: str) -> str | None:
+    """MNE channel type of a name that is clearly not scalp EEG (``"ECG"`` -> ``"ecg"``,
+    ``"EOG left"`` -> ``"eog"``), else None. For formats that store no channel types."""
+    core = _PREFIX_RE.sub("", " ".join(str(name).split())).upper()
+    if normalise_channel_name(str(name)) in _ELECTRODES.values():
+        return None
+    for prefix, kind in _NON_EEG_PREFIXES:
+        if core.startswith(prefix):
+            return kind
+    return None
 
 
 @dataclass(frozen=True)

@@ -1,26 +1,34 @@
 """Recordings -> model-ready windows under a backbone's input contract.
 
 Per recording: normalise channel names, map them onto ``contract.channels``, interpolate
-missing/flat montage channels, average reference, notch the mains, band-pass, resample to
-``contract.sfreq``, cut windows, reject flat/extreme windows, normalise amplitude.
+missing/flat montage channels, re-reference (average, none, or named channels), notch the
+mains, band-pass, resample to ``contract.sfreq``, cut fixed-stride or event-locked windows,
+reject flat/extreme windows, normalise amplitude. Thresholds and choices come from the
+study's ``DataSpec``. :func:`load_site_windows` does this for a site's eligible cohort,
+optionally through an on-disk cache (:mod:`fedneuro.data.cache`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
-import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from fedneuro.data.bids import EligibleCohort, bids_paths_for
-from fedneuro.data.channels import map_to_montage
+from fedneuro.data.bids import EligibleCohort
+from fedneuro.data.cache import CachedRecording, WindowCache
+from fedneuro.data.conditioning import Conditioned, condition_recording, source_name
+from fedneuro.data.errors import EventsError, HarmonisationError
+from fedneuro.data.events import Event, class_of, events_from_annotations, read_events_tsv
+from fedneuro.data.layout import RecordingRef, SiteIndex
+from fedneuro.data.preflight import preflight
+from fedneuro.data.readers import eeg_format, read_bids_recording, read_eeg_file
 from fedneuro.data.spec import DataSpec, InputContract
+from fedneuro.data.windows import event_windows, fixed_windows, reject_windows
+from fedneuro.data.windowset import HarmonisationReport, RecordingReport, WindowSet
 
 if TYPE_CHECKING:
     import mne
@@ -33,6 +41,7 @@ __all__ = [
     "HarmonisationReport",
     "RecordingReport",
     "WindowSet",
+    "harmonise_event_windows",
     "harmonise_recording",
     "load_site_windows",
     "read_recording",
@@ -40,253 +49,37 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: A window is flat when any channel's peak-to-peak is below this (volts).
+#: Default flat threshold (volts): ``DataSpec.flat_ptp_uv`` is the setting.
 FLAT_PTP_V = 0.1e-6
-#: A window is an artefact when any channel's peak-to-peak exceeds this (volts).
+#: Default extreme threshold (volts): ``DataSpec.extreme_ptp_uv`` is the setting.
 EXTREME_PTP_V = 500e-6
-#: With normalisation "none", 100 µV becomes 1.0.
+#: Default scale under normalisation "none": ``DataSpec.scale_uv`` is the setting.
 NONE_SCALE_V = 100e-6
 # MAD -> standard deviation for Gaussian data.
 _MAD_TO_STD = 1.4826
 
 
-class HarmonisationError(ValueError):
-    """A recording cannot be brought to the input contract; the message names the file."""
+# --------------------------------------------------------------------------- one recording
+def _finish(
+    prep: Conditioned,
+    windows: np.ndarray,
+    spec: DataSpec,
+    n_channels: int,
+    n_times: int,
+    *,
+    none_cut: str,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Reject, normalise and check windows; returns (kept windows, kept mask, report fields).
 
-
-@dataclass(frozen=True)
-class RecordingReport:
-    """What harmonisation did to one recording."""
-
-    file: str
-    source_sfreq: float
-    channels_found: tuple[str, ...]
-    interpolated: tuple[str, ...]
-    dropped: tuple[str, ...]
-    notched: tuple[float, ...]
-    n_windows: int
-    n_rejected: int
-    scale: float | None
-    participant_id: str | None = None
-
-
-@dataclass
-class HarmonisationReport:
-    """Per-recording reports, refused recordings and participants left without windows."""
-
-    recordings: list[RecordingReport] = field(default_factory=list)
-    refused: dict[str, str] = field(default_factory=dict)
-    without_windows: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def n_windows(self) -> int:
-        return sum(r.n_windows for r in self.recordings)
-
-    @property
-    def n_rejected(self) -> int:
-        return sum(r.n_rejected for r in self.recordings)
-
-    def summary(self) -> str:
-        """One line for logs."""
-        interp = sorted({c for r in self.recordings for c in r.interpolated})
-        return (
-            f"{len(self.recordings)} recordings, {self.n_windows} windows kept, "
-            f"{self.n_rejected} rejected, interpolated {interp or 'none'}, "
-            f"{len(self.refused)} refused, {len(self.without_windows)} participants "
-            "without windows"
-        )
-
-
-@dataclass
-class WindowSet:
-    """Windows of one site: ``X`` (n, C, T) float32, ``y`` and ``participant`` int64.
-
-    ``participant[i]`` indexes ``participant_ids``; every listed participant has at
-    least one window.
-    """
-
-    X: np.ndarray
-    y: np.ndarray
-    participant: np.ndarray
-    participant_ids: list[str]
-    report: HarmonisationReport
-
-    def __post_init__(self) -> None:
-        n = len(self.X)
-        if self.X.ndim != 3 or len(self.y) != n or len(self.participant) != n:
-            raise ValueError(
-                f"WindowSet needs X (n, C, T) with y and participant of length n; got X "
-                f"{self.X.shape}, y {self.y.shape}, participant {self.participant.shape}."
-            )
-
-    def __len__(self) -> int:
-        return len(self.X)
-
-    @property
-    def participant_labels(self) -> np.ndarray:
-        """Class index of each entry of ``participant_ids`` (int64)."""
-        labels = np.full(len(self.participant_ids), -1, dtype=np.int64)
-        labels[self.participant] = self.y
-        return labels
-
-    def subset(self, participant_ids: Iterable[str]) -> WindowSet:
-        """The windows of the given participants (kept in this set's order).
-
-        Ids listed in ``report.without_windows`` (known, but nothing usable) are skipped;
-        any other id without windows is an error.
-        """
-        wanted = set(participant_ids)
-        unknown = sorted(wanted - set(self.participant_ids) - set(self.report.without_windows))
-        if unknown:
-            raise ValueError(
-                f"Invalid value for the 'participant_ids' parameter: {unknown} have no "
-                f"windows in this set (known: {len(self.participant_ids)} participants)."
-            )
-        keep_ids = [p for p in self.participant_ids if p in wanted]
-        old_to_new = np.full(len(self.participant_ids), -1, dtype=np.int64)
-        for new, pid in enumerate(keep_ids):
-            old_to_new[self.participant_ids.index(pid)] = new
-        mask = old_to_new[self.participant] >= 0
-        report = HarmonisationReport(
-            recordings=[r for r in self.report.recordings if r.participant_id in wanted],
-            refused=dict(self.report.refused),
-            without_windows=dict(self.report.without_windows),
-        )
-        return WindowSet(
-            X=self.X[mask],
-            y=self.y[mask],
-            participant=old_to_new[self.participant[mask]],
-            participant_ids=keep_ids,
-            report=report,
-        )
-
-
-@functools.lru_cache(maxsize=1)
-def _montage_name() -> str:
-    import mne
-
-    # "standard_1005" is deprecated in MNE 1.13 in favour of "colin27_1005" (same head).
-    builtin = mne.channels.get_builtin_montages()
-    return "colin27_1005" if "colin27_1005" in builtin else "standard_1005"
-
-
-def _source_name(raw: mne.io.BaseRaw) -> str:
-    fnames = getattr(raw, "filenames", ())
-    return Path(fnames[0]).name if fnames and fnames[0] is not None else "<in-memory recording>"
-
-
-def _interpolate(raw: mne.io.BaseRaw, bads: Sequence[str], fname: str) -> None:
-    import mne
-
-    montage = mne.channels.make_standard_montage(_montage_name())
-    no_pos = [c for c in raw.ch_names if c not in montage.ch_names]
-    if no_pos:
-        raise HarmonisationError(
-            f"{fname}: cannot interpolate {list(bads)} because channels {no_pos} have no "
-            f"position in the {_montage_name()!r} montage. Use 10-05 channel names in the "
-            "input contract."
-        )
-    raw.set_montage(montage, verbose=False)
-    raw.info["bads"] = list(bads)
-    raw.interpolate_bads(reset_bads=True, origin="auto", verbose=False)
-
-
-def _windows(data: np.ndarray, n_times: int, stride: int) -> np.ndarray:
-    """(C, N) -> (n, C, n_times) by fancy indexing (no Python loop over windows)."""
-    n_win = (data.shape[1] - n_times) // stride + 1
-    if n_win <= 0:
-        return np.empty((0, data.shape[0], n_times), dtype=data.dtype)
-    idx = np.arange(n_win)[:, None] * stride + np.arange(n_times)[None, :]
-    return data[:, idx].transpose(1, 0, 2)
-
-
-def harmonise_recording(
-    raw: mne.io.BaseRaw, contract: InputContract, spec: DataSpec
-) -> tuple[np.ndarray, RecordingReport]:
-    """Bring one recording to ``contract``: windows (n, C, T) float32 and a report.
-
-    ``raw`` is not modified. Raises ``HarmonisationError`` (naming the file) when more
-    than ``spec.max_missing_channels`` montage channels are missing or flat.
-    """
-    import mne
-
-    fname = _source_name(raw)
-    montage = list(contract.channels)
-    eeg_idx = mne.pick_types(raw.info, eeg=True, exclude=[])
-    eeg_names = [raw.ch_names[i] for i in eeg_idx]
-    try:
-        mapping = map_to_montage(eeg_names, montage)
-    except ValueError as err:
-        raise HarmonisationError(f"{fname}: {err}") from err
-    montage = list(mapping.montage)
-    bads = set(raw.info["bads"])
-    found = [
-        (m, eeg_names[i])
-        for m, i in zip(montage, mapping.source_index)
-        if i is not None and eeg_names[i] not in bads
-    ]
-    missing = [m for m in montage if m not in {c for c, _ in found}]
-    if len(missing) > spec.max_missing_channels or not found:
-        raise HarmonisationError(
-            f"{fname}: {len(missing)} of the {len(montage)} montage channels are missing or "
-            f"marked bad ({missing}); the study allows {spec.max_missing_channels} "
-            "(data.max_missing_channels). Fix the recording's channel names/types or "
-            "exclude it."
-        )
-
-    work = raw.copy().pick([src for _, src in found]).load_data(verbose=False)
-    work.rename_channels({src: m for m, src in found}, verbose=False)
-    # A dead electrode (flat all along) carries no information: interpolate it as well.
-    ptp = np.ptp(work.get_data(), axis=1)
-    flat = [work.ch_names[i] for i in np.flatnonzero(ptp < FLAT_PTP_V)]
-    interpolated = missing + flat
-    if len(interpolated) > spec.max_missing_channels:
-        raise HarmonisationError(
-            f"{fname}: channels {missing} are missing and {flat} are flat, "
-            f"{len(interpolated)} in all; the study allows {spec.max_missing_channels} "
-            "(data.max_missing_channels). Check the electrodes or exclude the recording."
-        )
-    sfreq = float(work.info["sfreq"])
-    if missing:
-        info = mne.create_info(missing, sfreq, "eeg", verbose=False)
-        filler = mne.io.RawArray(np.zeros((len(missing), work.n_times)), info, verbose=False)
-        work.add_channels([filler], force_update_info=True)
-    work.reorder_channels(montage)
-    if interpolated:
-        _interpolate(work, interpolated, fname)
-
-    work.set_eeg_reference("average", projection=False, verbose=False)
-    notched: tuple[float, ...] = ()
-    line_freq = raw.info.get("line_freq")
-    if spec.notch:
-        if line_freq:
-            freqs = np.arange(line_freq, sfreq / 2.0, line_freq)
-            if freqs.size:
-                work.notch_filter(freqs, n_jobs=1, verbose=False)
-                notched = tuple(float(f) for f in freqs)
-        else:
-            logger.warning("%s: no line_freq in the recording's info, notch skipped", fname)
-    h_freq = spec.h_freq if spec.h_freq is not None and spec.h_freq < sfreq / 2.0 else None
-    l_freq = spec.l_freq or None
-    if l_freq is not None or h_freq is not None:
-        work.filter(l_freq, h_freq, n_jobs=1, verbose=False)
-    if not np.isclose(sfreq, contract.sfreq):
-        work.resample(contract.sfreq, n_jobs=1, verbose=False)
-
-    stride = (
-        int(round(spec.window_stride_seconds * contract.sfreq))
-        if spec.window_stride_seconds
-        else contract.n_times
-    )
-    win = _windows(work.get_data(), contract.n_times, max(stride, 1))
-    ptp_win = win.max(axis=-1) - win.min(axis=-1)
-    ok = ~((ptp_win < FLAT_PTP_V).any(axis=1) | (ptp_win > EXTREME_PTP_V).any(axis=1))
-    kept = win[ok]
+    ``none_cut`` is the note recorded when no window could be cut at all."""
+    flat_v, extreme_v = spec.reject_thresholds_v()
+    rej = reject_windows(windows, flat_v=flat_v, extreme_v=extreme_v)
+    kept = windows[rej.ok]
     scale: float | None
     if spec.normalisation == "none":
-        scale = NONE_SCALE_V
+        scale = spec.scale_uv * 1e-6
     elif len(kept):
-        flat_ch = kept.transpose(1, 0, 2).reshape(len(montage), -1)
+        flat_ch = kept.transpose(1, 0, 2).reshape(n_channels, -1)
         med = np.median(flat_ch, axis=1, keepdims=True)
         mad = np.median(np.abs(flat_ch - med), axis=1)
         scale = float(np.median(mad) * _MAD_TO_STD)
@@ -295,35 +88,173 @@ def harmonise_recording(
     if scale is not None and scale > 0:
         out = (kept / scale).astype(np.float32)
     else:
-        out = np.empty((0, len(montage), contract.n_times), dtype=np.float32)
+        out = np.empty((0, n_channels, n_times), dtype=np.float32)
     if not np.isfinite(out).all():
-        raise HarmonisationError(f"{fname}: harmonised windows contain NaN or inf values.")
-    report = RecordingReport(
-        file=fname,
-        source_sfreq=sfreq,
-        channels_found=tuple(m for m, _ in found if m not in flat),
-        interpolated=tuple(interpolated),
-        dropped=tuple(n for n in raw.ch_names if n not in {src for _, src in found}),
-        notched=notched,
-        n_windows=len(out),
-        n_rejected=int((~ok).sum()),
-        scale=scale,
-    )
-    return out, report
-
-
-def read_recording(path: Path | BIDSPath) -> mne.io.BaseRaw:
-    """Open one recording of a BIDS dataset with mne-bids (lazily, quietly)."""
-    from mne_bids import BIDSPath, get_bids_path_from_fname, read_raw_bids
-
-    bids_path = path if isinstance(path, BIDSPath) else get_bids_path_from_fname(path)
-    with warnings.catch_warnings():
-        # participants.tsv columns such as diagnosis/consent have no place in mne.Info;
-        # mne-bids says so on every read. Expected, so silenced here (only here).
-        warnings.filterwarnings(
-            "ignore", message="Unable to map the following column", category=RuntimeWarning
+        raise HarmonisationError(f"{prep.fname}: harmonised windows contain NaN or inf values.")
+    notes = list(prep.fields["notes"])
+    if not len(windows):
+        notes.append(none_cut)
+    elif not len(out):
+        ptp_uv = float(np.median(windows.max(-1) - windows.min(-1))) * 1e6
+        note = (
+            f"every window was rejected ({rej.n_flat} flat, {rej.n_extreme} extreme; median "
+            f"peak-to-peak {ptp_uv:.3g} µV)"
         )
-        return read_raw_bids(bids_path, verbose=False)
+        if spec.extreme_ptp_uv and ptp_uv > 10 * spec.extreme_ptp_uv or (
+            spec.flat_ptp_uv and ptp_uv < spec.flat_ptp_uv
+        ):
+            note += ": amplitudes this far off usually mean wrong units in the file (V vs µV)"
+        notes.append(note)
+    fields = dict(
+        prep.fields,
+        n_windows=len(out),
+        n_rejected=int((~rej.ok).sum()),
+        scale=scale,
+        n_rejected_flat=rej.n_flat,
+        n_rejected_extreme=rej.n_extreme,
+        notes=tuple(notes),
+    )
+    return out, rej.ok, fields
+
+
+def harmonise_recording(
+    raw: mne.io.BaseRaw, contract: InputContract, spec: DataSpec
+) -> tuple[np.ndarray, RecordingReport]:
+    """Bring one recording to ``contract`` as fixed-stride windows (n, C, T) float32.
+
+    ``raw`` is not modified. Raises ``HarmonisationError`` (naming the file) when the
+    recording cannot be used: too many missing or flat channels, no EEG channels, NaN/inf
+    samples, an implausible sampling rate, absent reference channels.
+    """
+    prep = condition_recording(raw, contract, spec)
+    stride = (
+        int(round(spec.window_stride_seconds * contract.sfreq))
+        if spec.window_stride_seconds
+        else contract.n_times
+    )
+    win = fixed_windows(prep.data, contract.n_times, max(stride, 1))
+    short = (
+        f"shorter than one window ({prep.fields['duration_s']:.3g} s < "
+        f"{contract.input_window_seconds:g} s)"
+    )
+    out, _, fields = _finish(
+        prep, win, spec, contract.n_chans, contract.n_times, none_cut=short
+    )
+    return out, RecordingReport(**fields)
+
+
+def harmonise_event_windows(
+    raw: mne.io.BaseRaw, events: Sequence[Event], contract: InputContract, spec: DataSpec
+) -> tuple[np.ndarray, np.ndarray, RecordingReport]:
+    """Event-locked windows: one per event whose value maps to a class of ``spec.classes``.
+
+    Each window starts ``spec.event_tmin`` s from the onset and is ``contract.n_times``
+    long (samples after ``spec.event_tmax`` are zero-filled). Returns (X, y, report);
+    windows leaving the recording are counted in ``n_events_outside``.
+    """
+    fname = source_name(raw)
+    offset, n_signal = spec.event_window(contract)
+    labelled: list[tuple[float, int]] = []
+    ignored: dict[str, int] = {}
+    for ev in events:
+        key = class_of(ev.value, spec.classes)
+        if key is None:
+            shown = "n/a" if ev.value is None else ev.value
+            ignored[shown] = ignored.get(shown, 0) + 1
+        else:
+            labelled.append((ev.onset, spec.classes[key]))
+    if not labelled:
+        raise EventsError(
+            f"{fname}: none of its {len(events)} events has a value of a study class "
+            f"(values found: {sorted(ignored)}; data.classes: {sorted(spec.classes)}). Map the "
+            "event values in data.classes, or set data.event_column."
+        )
+    prep = condition_recording(raw, contract, spec)
+    onsets = np.array([o for o, _ in labelled])
+    classes = np.array([c for _, c in labelled], dtype=np.int64)
+    starts = np.round(onsets * contract.sfreq).astype(np.int64) + offset
+    win, inside = event_windows(prep.data, starts, contract.n_times)
+    outside = f"every event window ({len(labelled)} events) reaches outside the recording"
+    out, ok, fields = _finish(
+        prep, win, spec, contract.n_chans, contract.n_times, none_cut=outside
+    )
+    if n_signal < contract.n_times:
+        out[..., n_signal:] = 0.0
+    y = classes[inside][ok]
+    report = RecordingReport(
+        **fields,
+        n_events=len(labelled),
+        n_events_outside=int((~inside).sum()),
+        events_ignored=tuple(sorted(ignored.items())),
+    )
+    return out, y, report
+
+
+# --------------------------------------------------------------------------- a site
+def read_recording(path: Path | BIDSPath | RecordingRef) -> mne.io.BaseRaw:
+    """Open one recording (lazily, quietly): a ``RecordingRef`` of a site index, a
+    ``BIDSPath``, or the path of a file in a BIDS dataset.
+
+    A BIDS recording's events.tsv is checked first: mne-bids would stop on a malformed one
+    with a bare ``KeyError``.
+    """
+    from mne_bids import BIDSPath, get_bids_path_from_fname
+
+    if isinstance(path, RecordingRef):
+        if path.bids_path is None:
+            return read_eeg_file(path.path, line_freq=path.line_freq)
+        events = path.bids_events()
+        if events is not None:
+            read_events_tsv(events, None)
+        return read_bids_recording(path.bids_path)
+    bids_path = path if isinstance(path, BIDSPath) else get_bids_path_from_fname(path)
+    return read_bids_recording(bids_path)
+
+
+def _events_for(ref: RecordingRef, raw: mne.io.BaseRaw, spec: DataSpec) -> list[Event]:
+    source = ref.events_path or ref.bids_events()
+    if source is not None:
+        if not source.is_file():
+            raise EventsError(f"{ref.name}: its events file {source} does not exist.")
+        events = read_events_tsv(source, spec.event_column)
+    else:
+        events = events_from_annotations(raw)
+    if not events:
+        where = source.name if source is not None else "no events.tsv, no annotations in the file"
+        raise EventsError(
+            f"{ref.name}: has no events ({where}); event-locked windows (data.label_source = "
+            "'events') need them."
+        )
+    return events
+
+
+def _recording_windows(
+    ref: RecordingRef, contract: InputContract, spec: DataSpec, cache: WindowCache | None
+) -> tuple[np.ndarray, np.ndarray, RecordingReport, bool]:
+    """(X, y event classes or empty, report, from_cache) of one recording."""
+    key = None
+    if cache is not None:
+        # Header checks first: hashing a half-present recording would only say "not found".
+        preflight(ref.path, eeg_format(ref.path))
+        key = cache.key(ref.files(), spec, contract, {"line_freq": ref.line_freq})
+        hit = cache.load(key)
+        if hit is not None:
+            rep = dataclasses.replace(
+                RecordingReport.from_dict(hit.report),
+                file=ref.name,
+                participant_id=ref.participant_id,
+            )
+            return hit.X, hit.y, rep, True
+    raw = read_recording(ref)
+    if spec.label_source == "events":
+        X, y, rep = harmonise_event_windows(raw, _events_for(ref, raw, spec), contract, spec)
+    else:
+        X, rep = harmonise_recording(raw, contract, spec)
+        y = np.empty(0, dtype=np.int64)
+    rep = dataclasses.replace(rep, file=ref.name, participant_id=ref.participant_id)
+    if cache is not None and key is not None:
+        cache.store(key, CachedRecording(X=X, y=y, report=rep.to_dict()))
+    return X, y, rep, False
 
 
 def load_site_windows(
@@ -333,47 +264,62 @@ def load_site_windows(
     spec: DataSpec,
     *,
     on_error: Literal["raise", "skip"] = "raise",
+    cache_dir: Path | None = None,
 ) -> WindowSet:
     """Harmonise the recordings of the eligible ``cohort`` of one site into windows.
 
-    Only recordings of participants in ``cohort`` are listed and opened. Every recording
-    is tried; with ``on_error="raise"`` one ``HarmonisationError`` then lists all the
-    refused files, with ``"skip"`` they are left out and listed in ``report.refused``.
+    ``bids_root`` is the site's root: a BIDS dataset, or a loose-file site with a
+    recordings table (:mod:`fedneuro.data.loose`). Only recordings of participants in
+    ``cohort`` are listed, hashed and opened. Every recording is tried; with
+    ``on_error="raise"`` one ``HarmonisationError`` then lists all the refused files, with
+    ``"skip"`` they are left out and listed in ``report.refused`` (path -> reason).
+    With ``cache_dir``, harmonised windows are kept there per recording and reused while
+    the file content, preprocessing settings and contract are unchanged.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(
             f"Invalid value for the 'on_error' parameter. Allowed values are 'raise' and "
             f"'skip', but got {on_error!r} instead."
         )
+    if spec.label_source == "events":
+        spec.event_window(contract)  # a window longer than the backbone's fails here
+    root = Path(bids_root)
+    index = SiteIndex(root)
+    cache = WindowCache(Path(cache_dir)) if cache_dir is not None else None
     report = HarmonisationReport()
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     parts: list[np.ndarray] = []
     ids: list[str] = []
     for pid, label in zip(cohort.participant_ids, cohort.labels):
-        paths = bids_paths_for(bids_root, pid, spec)
-        if not paths:
+        refs = index.recordings(pid, spec)
+        if not refs:
             report.without_windows[pid] = f"no EEG recording (task={spec.task!r}) found"
             continue
-        n_before = len(xs)
-        for bp in paths:
-            fname = Path(bp.fpath).name
+        px: list[np.ndarray] = []
+        py: list[np.ndarray] = []
+        for ref in refs:
             try:
-                win, rec = harmonise_recording(read_recording(bp), contract, spec)
+                X, y, rec, hit = _recording_windows(ref, contract, spec, cache)
             except Exception as err:  # collect every bad file, report them together
-                why = str(err).removeprefix(f"{fname}: ")
+                why = str(err)
+                for prefix in (f"{ref.name}: ", f"{ref.path.name}: "):
+                    why = why.removeprefix(prefix)
                 if not isinstance(err, HarmonisationError):
                     why = f"{type(err).__name__}: {why}"
-                report.refused[fname] = why
+                report.refused[ref.name] = why
                 continue
-            report.recordings.append(dataclasses.replace(rec, participant_id=pid))
-            if len(win):
-                xs.append(win)
-        n_win = sum(len(x) for x in xs[n_before:])
+            report.cache_hits += int(hit)
+            report.recordings.append(rec)
+            if len(X):
+                px.append(X)
+                py.append(y if spec.label_source == "events" else np.full(len(X), label))
+        n_win = sum(len(x) for x in px)
         if n_win == 0:
             report.without_windows.setdefault(pid, "every window was rejected or refused")
             continue
-        ys.append(np.full(n_win, label, dtype=np.int64))
+        xs.extend(px)
+        ys.extend(np.asarray(v, dtype=np.int64) for v in py)
         parts.append(np.full(n_win, len(ids), dtype=np.int64))
         ids.append(pid)
     if report.refused and on_error == "raise":

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from fedneuro.data.harmonise import WindowSet
+from fedneuro.data.windowset import WindowSet
 
 __all__ = ["select_participants", "split_participants", "split_window_set"]
 
@@ -74,8 +74,12 @@ def select_participants(ws: WindowSet, participant_ids: Iterable[str]) -> Window
 def split_window_set(
     ws: WindowSet, *, test_fraction: float, seed: int
 ) -> tuple[WindowSet, WindowSet]:
-    """Participant-disjoint, stratified (train, test) split of a site's windows."""
+    """Participant-disjoint (train, test) split of a site's windows, stratified by the
+    participants' labels. With event-locked windows (a participant's windows carry several
+    classes) there is no participant label to stratify by: the split is participant-disjoint
+    only."""
+    labels = [0] * len(ws.participant_ids) if ws.mixed_labels else ws.participant_labels.tolist()
     train_ids, test_ids = split_participants(
-        ws.participant_ids, ws.participant_labels.tolist(), test_fraction=test_fraction, seed=seed
+        ws.participant_ids, labels, test_fraction=test_fraction, seed=seed
     )
     return ws.subset(train_ids), ws.subset(test_ids)

@@ -1,4 +1,9 @@
-"""Synthetic hospital sites written as real BIDS datasets (EDF via mne-bids).
+"""Synthetic hospital sites written as real BIDS datasets (via mne-bids) or loose files.
+
+Formats: EDF (default), BDF, BrainVision, EEGLAB as BIDS or loose files; FIF as loose files
+only (BIDS keeps FIF for MEG). Tasks: ``rest`` (labels per participant) and ``oddball``
+(events.tsv / annotations with standard and target stimuli; targets evoke a P300-like
+parietal positivity, so event-locked labels are learnable).
 
 Each site differs the way hospitals do (sampling rate, channel naming, old 10-20 names,
 missing electrodes, extra ECG channel, amplifier gain, sensor noise, mains frequency), so
@@ -19,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PROFILES",
+    "FORMATS",
+    "TASKS",
     "STANDARD_1020_19",
     "SiteProfile",
     "synthesize_consortium",
@@ -47,6 +55,15 @@ STANDARD_1020_19: tuple[str, ...] = (
 MIN_PARTICIPANTS = 4
 MIN_DURATION_S = 10.0
 TASK = "rest"
+#: Task names and what they write.
+TASKS: tuple[str, ...] = ("rest", "oddball")
+#: Formats (mne-bids' spelling) -> file extension; FIF only in the loose layout.
+FORMATS: dict[str, str] = {
+    "EDF": ".edf", "BDF": ".bdf", "BrainVision": ".vhdr", "EEGLAB": ".set", "FIF": ".fif",
+}
+#: Oddball event values and their codes in the written events.
+ODDBALL_EVENT_ID: dict[str, int] = {"standard": 1, "target": 2}
+_EXPORT_FMT = {"EDF": "edf", "BDF": "bdf", "BrainVision": "brainvision", "EEGLAB": "eeglab"}
 #: Fixed acquisition date: identical seeds must give byte-comparable datasets.
 MEAS_DATE = datetime.datetime(2024, 1, 15, 9, 0, 0, tzinfo=datetime.timezone.utc)
 
@@ -328,6 +345,47 @@ def _make_raw(
     return raw
 
 
+def _oddball_events(
+    rng: np.random.Generator, duration_s: float, p_target: float = 0.3
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stimulus onsets (s) every 0.9-1.3 s and their kind (1 standard, 2 target)."""
+    onsets = []
+    t = 1.0
+    while t < duration_s - 1.0:
+        onsets.append(t)
+        t += rng.uniform(0.9, 1.3)
+    kinds = np.where(rng.random(len(onsets)) < p_target, 2, 1)
+    return np.round(np.array(onsets), 3), kinds
+
+
+def _add_evoked(
+    rng: np.random.Generator,
+    eeg_uv: np.ndarray,
+    sf: float,
+    onsets: np.ndarray,
+    kinds: np.ndarray,
+) -> None:
+    """Add sensory N1/P2 to every stimulus and a parietal P300 to targets (µV, in place)."""
+    chans = STANDARD_1020_19
+    xy = np.array([_POS[c] for c in chans])
+    parietal = np.exp(-((xy - np.array([0.0, -0.45])) ** 2).sum(1) / 0.5**2)
+    central = np.exp(-((xy - np.array([0.0, 0.2])) ** 2).sum(1) / 0.6**2)
+    p3_uv = rng.uniform(20.0, 30.0)
+    p3_lat = rng.uniform(0.30, 0.40)
+    k = np.arange(int(0.8 * sf)) / sf
+    n = eeg_uv.shape[1]
+    for onset, kind in zip(onsets, kinds):
+        start = int(round(onset * sf))
+        stop = min(start + len(k), n)
+        wave = np.outer(central, -4.0 * np.exp(-0.5 * ((k - 0.1) / 0.025) ** 2)
+                        + 3.0 * np.exp(-0.5 * ((k - 0.18) / 0.03) ** 2))
+        if kind == 2:
+            lat = p3_lat + rng.uniform(-0.03, 0.03)
+            amp = p3_uv * rng.lognormal(0.0, 0.25)
+            wave += np.outer(parietal, amp * np.exp(-0.5 * ((k - lat) / 0.08) ** 2))
+        eeg_uv[:, start:stop] += wave[:, : stop - start]
+
+
 # --------------------------------------------------------------------------- metadata
 def _participants(rng: np.random.Generator, n: int) -> list[dict[str, str]]:
     """Balanced, consent-stratified participant metadata."""
@@ -414,20 +472,58 @@ def _check_sizes(n_participants: int, duration_s: float) -> None:
         )
 
 
+def _normalise_format(fmt: str, layout: str) -> str:
+    by_lower = {f.lower(): f for f in FORMATS}
+    if str(fmt).lower() not in by_lower:
+        raise ValueError(
+            f"Invalid value for the 'format' parameter. Allowed values are {list(FORMATS)}, "
+            f"but got {fmt!r} instead."
+        )
+    if layout not in ("bids", "loose"):
+        raise ValueError(
+            f"Invalid value for the 'layout' parameter. Allowed values are 'bids' and 'loose', "
+            f"but got {layout!r} instead."
+        )
+    canonical = by_lower[str(fmt).lower()]
+    if canonical == "FIF" and layout == "bids":
+        raise ValueError(
+            "Invalid combination: BIDS keeps EEG as EDF, BDF, BrainVision or EEGLAB; FIF is for "
+            "MEG. Use layout='loose' for FIF files, or another format."
+        )
+    return canonical
+
+
 def synthesize_site(
-    out_dir: Path, profile: SiteProfile, *, n_participants: int, duration_s: float, seed: int
+    out_dir: Path,
+    profile: SiteProfile,
+    *,
+    n_participants: int,
+    duration_s: float,
+    seed: int,
+    format: str = "EDF",
+    task: str = TASK,
+    layout: Literal["bids", "loose"] = "bids",
 ) -> Path:
-    """Write one simulated hospital as a BIDS dataset at ``out_dir / profile.name``.
+    """Write one simulated hospital at ``out_dir / profile.name``; return its root.
 
-    Deterministic for a given ``seed``. The dataset is built in a hidden sibling directory
-    and renamed into place at the end, so a crash never leaves a half-written site; an
-    existing dataset of the same name is replaced. Returns the BIDS root.
+    ``layout="bids"`` writes a BIDS dataset with mne-bids in ``format`` (EDF, BDF,
+    BrainVision, EEGLAB); ``"loose"`` writes plain files (those formats or FIF) under
+    ``<participant>/`` with a ``recordings.tsv`` and ``participants.tsv`` at the root (see
+    :mod:`fedneuro.data.loose`). ``task="oddball"`` adds standard/target stimuli (events.tsv
+    in BIDS, annotations in loose files). Deterministic for a given ``seed`` (the rest
+    signal does not depend on format, layout or task). The site is built in a hidden sibling
+    directory and renamed into place at the end, so a crash never leaves a half-written
+    site; an existing site of the same name is replaced.
     """
-    import mne_bids
-
     _check_sizes(n_participants, duration_s)
     if not isinstance(profile, SiteProfile):
         raise TypeError(f"profile must be a SiteProfile, got {type(profile).__name__} instead.")
+    fmt = _normalise_format(format, layout)
+    if task not in TASKS:
+        raise ValueError(
+            f"Invalid value for the 'task' parameter. Allowed values are {list(TASKS)}, but "
+            f"got {task!r} instead."
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / profile.name
@@ -440,39 +536,125 @@ def synthesize_site(
     # Per-electrode mains pick-up is a property of the site's rooms and cables.
     line_uv = site_rng.uniform(1.0, 6.0, size=len(STANDARD_1020_19))
     line_uv[site_rng.integers(len(line_uv))] *= 3.0
+    recordings: list[dict[str, str]] = []
     try:
+        tmp.mkdir(parents=True)
         for row, child in zip(rows, children[2:]):
             rng = np.random.default_rng(child)
             eeg = _simulate_eeg(
                 rng, profile, line_uv, abnormal=row["diagnosis"] == "abnormal",
                 duration_s=duration_s,
             )
+            events = None
+            if task == "oddball":
+                ev_rng = np.random.default_rng(child.spawn(1)[0])
+                onsets, kinds = _oddball_events(ev_rng, duration_s)
+                evoked = np.zeros_like(eeg)
+                _add_evoked(ev_rng, evoked, profile.sfreq, onsets, kinds)
+                eeg += evoked * (profile.gain * 1e-6)
+                events = (onsets, kinds)
             extras = [
                 _simulate_extra(rng, _EXTRA_TYPES.get(c.upper(), "misc"), eeg.shape[1],
                                 profile.sfreq, profile.gain)
                 for c in profile.extra_channels
             ]
             raw = _make_raw(profile, eeg, extras)
-            bids_path = mne_bids.BIDSPath(
-                subject=row["participant_id"].removeprefix("sub-"), task=TASK,
-                datatype="eeg", root=tmp,
+            if layout == "bids":
+                _write_bids(tmp, raw, row["participant_id"], task, fmt, events)
+            else:
+                recordings.append(
+                    _write_loose(tmp, raw, row["participant_id"], task, fmt, events, profile)
+                )
+        if layout == "bids":
+            import mne_bids
+
+            mne_bids.make_dataset_description(
+                path=tmp, name=f"fedneuro synthetic EEG site {profile.name}",
+                authors=["fedneuro synth"], overwrite=True, verbose=False,
             )
-            mne_bids.write_raw_bids(
-                raw, bids_path, format="EDF", allow_preload=True, overwrite=True, verbose=False
-            )
-        mne_bids.make_dataset_description(
-            path=tmp, name=f"fedneuro synthetic EEG site {profile.name}",
-            authors=["fedneuro synth"], overwrite=True, verbose=False,
-        )
-        _rewrite_participants(tmp, rows)
+            _rewrite_participants(tmp, rows)
+        else:
+            _write_loose_tables(tmp, rows, recordings)
         _swap_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     logger.info(
-        "wrote synthetic site %s (%d participants) to %s", profile.name, n_participants, final
+        "wrote synthetic site %s (%d participants, %s %s, task %s) to %s",
+        profile.name, n_participants, layout, fmt, task, final,
     )
     return final
+
+
+def _write_bids(
+    root: Path,
+    raw: mne.io.RawArray,
+    participant_id: str,
+    task: str,
+    fmt: str,
+    events: tuple[np.ndarray, np.ndarray] | None,
+) -> None:
+    import mne_bids
+
+    bids_path = mne_bids.BIDSPath(
+        subject=participant_id.removeprefix("sub-"), task=task, datatype="eeg", root=root
+    )
+    kwargs: dict[str, object] = {}
+    if events is not None:
+        onsets, kinds = events
+        samples = np.round(onsets * raw.info["sfreq"]).astype(int)
+        kwargs = {
+            "events": np.column_stack([samples, np.zeros_like(samples), kinds]),
+            "event_id": ODDBALL_EVENT_ID,
+        }
+    mne_bids.write_raw_bids(
+        raw, bids_path, format=fmt, allow_preload=True, overwrite=True, verbose=False, **kwargs
+    )
+
+
+def _write_loose(
+    root: Path,
+    raw: mne.io.RawArray,
+    participant_id: str,
+    task: str,
+    fmt: str,
+    events: tuple[np.ndarray, np.ndarray] | None,
+    profile: SiteProfile,
+) -> dict[str, str]:
+    import mne
+
+    if events is not None:
+        names = {v: k for k, v in ODDBALL_EVENT_ID.items()}
+        onsets, kinds = events
+        raw.set_annotations(
+            mne.Annotations(onsets, np.zeros(len(onsets)), [names[int(k)] for k in kinds])
+        )
+    rel = Path(participant_id) / f"{participant_id}_task-{task}_eeg{FORMATS[fmt]}"
+    (root / participant_id).mkdir(parents=True, exist_ok=True)
+    if fmt == "FIF":
+        raw.save(root / rel, overwrite=True, verbose=False)
+    else:
+        with warnings.catch_warnings(), mne.use_log_level("error"):
+            # pybv stores float32 (ample for µV-scale EEG) and says so on every export.
+            warnings.filterwarnings("ignore", message="Encountered data in 'double' format")
+            mne.export.export_raw(
+                root / rel, raw, fmt=_EXPORT_FMT[fmt], overwrite=True, verbose=False
+            )
+    return {
+        "path": rel.as_posix(),
+        "participant_id": participant_id,
+        "task": task,
+        "line_freq": f"{profile.line_freq:g}",
+    }
+
+
+def _write_loose_tables(
+    root: Path, rows: list[dict[str, str]], recordings: list[dict[str, str]]
+) -> None:
+    for name, table in (("participants.tsv", rows), ("recordings.tsv", recordings)):
+        columns = list(table[0])
+        lines = ["\t".join(columns)] + ["\t".join(r[c] for c in columns) for r in table]
+        _write_text_atomic(root / name, "\n".join(lines) + "\n")
 
 
 def _swap_into_place(tmp: Path, final: Path) -> None:
@@ -518,12 +700,16 @@ def synthesize_consortium(
     duration_s: float = 60.0,
     seed: int = 0,
     profiles: Sequence[SiteProfile] | None = None,
+    format: str = "EDF",
+    task: str = TASK,
+    layout: Literal["bids", "loose"] = "bids",
 ) -> list[tuple[str, Path]]:
     """Write ``n_sites`` simulated hospitals under ``out_dir``; return (name, BIDS root).
 
     Sites use ``profiles`` (default ``DEFAULT_PROFILES``) in turn; beyond their number the
     profiles repeat with a ``-2``, ``-3``... name suffix and varied gain and noise. Each
     site's seed is spawned from ``seed``, so sites differ and the whole run is reproducible.
+    ``format``, ``task`` and ``layout`` are those of :func:`synthesize_site`.
     """
     if isinstance(n_sites, bool) or not isinstance(n_sites, (int, np.integer)) or n_sites < 1:
         raise ValueError(
@@ -531,6 +717,12 @@ def synthesize_consortium(
             f"{n_sites!r} instead."
         )
     _check_sizes(participants_per_site, duration_s)
+    _normalise_format(format, layout)
+    if task not in TASKS:
+        raise ValueError(
+            f"Invalid value for the 'task' parameter. Allowed values are {list(TASKS)}, but "
+            f"got {task!r} instead."
+        )
     base = tuple(DEFAULT_PROFILES if profiles is None else profiles)
     if not base:
         raise ValueError("Invalid value for the 'profiles' parameter: got an empty sequence.")
@@ -544,7 +736,8 @@ def synthesize_consortium(
     seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_sites)]
     return [
         (p.name, synthesize_site(out_dir, p, n_participants=participants_per_site,
-                                 duration_s=duration_s, seed=s))
+                                 duration_s=duration_s, seed=s, format=format, task=task,
+                                 layout=layout))
         for p, s in zip(chosen, seeds)
     ]
 

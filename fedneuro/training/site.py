@@ -30,7 +30,9 @@ class SiteData:
     n_excluded: int
 
 
-def prepare_site_data(bids_root: Path, cohort: EligibleCohort, study: Study, *, site_name: str) -> SiteData:
+def prepare_site_data(
+    bids_root: Path, cohort: EligibleCohort, study: Study, *, site_name: str, cache_dir: Path | None = None
+) -> SiteData:
     """Read and harmonise only ``cohort``'s recordings, then split by participant.
 
     A recording that cannot be harmonised is skipped and logged with its reason (one bad
@@ -38,7 +40,7 @@ def prepare_site_data(bids_root: Path, cohort: EligibleCohort, study: Study, *, 
     that kept at least one window.
     """
     contract = get_backbone_preset(study.model.backbone).contract
-    windows = load_site_windows(bids_root, cohort, contract, study.data, on_error="skip")
+    windows = load_site_windows(bids_root, cohort, contract, study.data, on_error="skip", cache_dir=cache_dir)
     for refused in windows.report.refused:
         logger.warning("site %s: recording skipped: %s", site_name, refused)
     train, test = split_window_set(
