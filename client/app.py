@@ -16,7 +16,6 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedneuro.data.bids import eligible_participants, read_participants
 from fedneuro.federation.codec import decode_arrays, encode_arrays
 from fedneuro.federation.launch import site_for_node
 from fedneuro.governance.site import SiteConfig, derive_seed
@@ -28,7 +27,7 @@ from fedneuro.privacy.ledger import LedgerEntry, PrivacyLedger
 from fedneuro.study import Study
 from fedneuro.training.local import evaluate as evaluate_model
 from fedneuro.training.local import planned_round, privacy_units, train_dp
-from fedneuro.training.site import SiteData, build_study_model, prepare_site_data
+from fedneuro.training.site import SiteData, build_study_model, prepare_site_data, site_cohort
 
 logger = logging.getLogger("fedneuro.client")
 app = ClientApp()
@@ -43,7 +42,7 @@ def _session(site: SiteConfig, study: Study) -> tuple[SiteData, AdaptedModel]:
     if key not in _SESSIONS:
         # Governance gate: decide who may be used from participants.tsv before any
         # recording is opened; the data layer reads only the cohort it is given.
-        cohort = eligible_participants(read_participants(site.bids_root, study.data), study.data)
+        cohort = site_cohort(site.bids_root, study)
         data = prepare_site_data(
             site.bids_root, cohort, study, site_name=site.name, cache_dir=site.state_dir / "window-cache"
         )
@@ -140,7 +139,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     manifest = trainable_manifest(model.module)
     load_trainable_state(model.module, decode_arrays(msg.content["arrays"], manifest, source="global model"))
     counts = evaluate_model(
-        model.module, data.test.X, data.test.y, data.test.participant, n_classes=study.data.n_classes
+        model.module, data.test.X, data.test.y, data.test.participant, n_classes=study.n_classes
     )
     metrics = MetricRecord(
         {

@@ -11,10 +11,12 @@ import json
 import tomllib
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fedneuro import __version__
+from fedneuro.data.mri_spec import MRIDataSpec
 from fedneuro.data.spec import DataSpec
 from fedneuro.federation.spec import FederationSpec
 from fedneuro.models.spec import ModelSpec
@@ -32,6 +34,9 @@ class StudyInfo(BaseModel):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="study identifier")
     title: str = ""
     seed: int = Field(default=0, ge=0, description="seeds model init, splits and sampling")
+    modality: Literal["eeg", "mri"] = Field(
+        default="eeg", description="'eeg' uses [data]; 'mri' uses [mri] and an MRI backbone"
+    )
 
 
 class Study(BaseModel):
@@ -41,6 +46,7 @@ class Study(BaseModel):
 
     study: StudyInfo
     data: DataSpec = Field(default_factory=DataSpec)
+    mri: MRIDataSpec | None = Field(default=None, description="MRI preprocessing (modality = 'mri')")
     model: ModelSpec = Field(default_factory=ModelSpec)
     privacy: PrivacySpec = Field(default_factory=PrivacySpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
@@ -50,7 +56,18 @@ class Study(BaseModel):
     def _fits_the_backbone(self) -> Study:
         from fedneuro.models.registry import get_backbone_preset
 
-        contract = get_backbone_preset(self.model.backbone).contract
+        preset = get_backbone_preset(self.model.backbone)
+        modality = getattr(preset, "modality", "eeg")
+        if modality != self.study.modality:
+            raise ValueError(
+                f"[model] backbone {self.model.backbone!r} is an {modality.upper()} model but [study] "
+                f"modality is {self.study.modality!r}; pick a backbone of `fedneuro model list` for it"
+            )
+        if self.study.modality == "mri":
+            if self.mri is None:
+                raise ValueError("[study] modality = 'mri' needs an [mri] section (label column, classes, preprocessing)")
+            return self
+        contract = preset.contract
         nyquist = contract.sfreq / 2
         if self.data.h_freq is not None and self.data.h_freq >= nyquist:
             raise ValueError(
@@ -58,6 +75,11 @@ class Study(BaseModel):
                 f"({nyquist:g} Hz) of backbone {self.model.backbone!r}'s {contract.sfreq:g} Hz input"
             )
         return self
+
+    @property
+    def n_classes(self) -> int:
+        spec = self.mri if self.study.modality == "mri" and self.mri else self.data
+        return len(set(spec.classes.values()))
 
     def digest(self) -> str:
         """sha256 over the canonical JSON of every setting (what later approvals sign)."""
@@ -96,9 +118,10 @@ def load_study(path: Path) -> Study:
     return parse_study(text, source=str(path))
 
 
-def default_study_path() -> Path:
-    """The demo study that ships with the package: the template to copy."""
-    return Path(str(resources.files("fedneuro") / "studies" / "demo.toml"))
+def default_study_path(modality: Literal["eeg", "mri"] = "eeg") -> Path:
+    """The demo study of a modality that ships with the package: the template to copy."""
+    name = "demo.toml" if modality == "eeg" else "demo-mri.toml"
+    return Path(str(resources.files("fedneuro") / "studies" / name))
 
 
 def format_validation_error(error: ValidationError, *, source: str) -> str:

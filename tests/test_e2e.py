@@ -103,4 +103,4 @@ def test_cli_rejects_bad_input_with_clear_messages(tmp_path: Path) -> None:
     result = _run(["simulate", "--study", str(good), "--site", "no-equals-sign", "--out", str(tmp_path / "o")], 120)
     assert result.returncode == 2 and "Use NAME=BIDS_DIR" in result.stderr
     result = _run(["simulate", "--study", str(good), "--site", f"a={tmp_path}", "--out", str(tmp_path / "o")], 120)
-    assert result.returncode == 2 and "no participants.tsv" in result.stderr
+    assert result.returncode == 2 and "no participants.tsv, nor a loose-file recordings.tsv" in result.stderr

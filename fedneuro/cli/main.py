@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from fedneuro import __version__
-from fedneuro.cli import data, model, privacy, simulate, study, synth
+from fedneuro.cli import data, model, predict, privacy, simulate, study, synth
 
 app = typer.Typer(
     name="fedneuro",
@@ -20,6 +20,7 @@ app.add_typer(privacy.app, name="privacy")
 app.add_typer(data.app, name="data")
 app.command("simulate")(simulate.simulate)
 app.command("demo")(simulate.demo)
+app.command("predict")(predict.predict)
 
 
 @app.command("version")

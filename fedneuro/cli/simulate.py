@@ -50,11 +50,12 @@ def demo(
     seed: int = typer.Option(0, "--seed", min=0, help="seed of the synthetic data"),
     participants: int = typer.Option(100, "--participants", min=4, help="participants per site"),
     duration: float = typer.Option(30.0, "--duration", min=10, help="seconds of EEG per participant"),
+    modality: str = typer.Option("eeg", "--modality", help="eeg (BIDS EDF sites) or mri (BIDS T1w sites)"),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Synthesise hospital sites and run the default study over them, end to end."""
-    from fedneuro.data.synth import synthesize_consortium
-
+    if modality not in {"eeg", "mri"}:
+        fail(f"Invalid value for '--modality': {modality!r}. Use eeg or mri.")
     setup_logging()
     if out.exists():
         if not (out / DEMO_MARKER).exists():
@@ -62,13 +63,20 @@ def demo(
         shutil.rmtree(out)  # a demo starts from scratch, ledgers included
     out.mkdir(parents=True)
     (out / DEMO_MARKER).write_text("made by fedneuro demo\n")
-    study_path = default_study_path()
+    study_path = default_study_path(modality)
     study = load_study(study_path)
     started = time.monotonic()
-    with user_errors(ValueError, OSError), console.status(f"synthesising {sites} hospital sites"):
-        written = synthesize_consortium(
-            out / "data", n_sites=sites, seed=seed, participants_per_site=participants, duration_s=duration
-        )
+    with user_errors(ValueError, OSError), console.status(f"synthesising {sites} {modality.upper()} hospital sites"):
+        if modality == "mri":
+            from fedneuro.data.synth_mri import synthesize_mri_consortium
+
+            written = synthesize_mri_consortium(out / "data", n_sites=sites, seed=seed, participants_per_site=participants)
+        else:
+            from fedneuro.data.synth import synthesize_consortium
+
+            written = synthesize_consortium(
+                out / "data", n_sites=sites, seed=seed, participants_per_site=participants, duration_s=duration
+            )
     console.log(f"synthesised {len(written)} BIDS sites in {time.monotonic() - started:.1f} s under {out / 'data'}")
     summary = run_simulated_study(study_path, study, written, out)
     report(summary, json_output)
@@ -100,9 +108,12 @@ def run_simulated_study(
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         fail(f"site names must be unique; repeated: {duplicates}")
-    missing = [f"{name}={path}" for name, path in sites if not (path / "participants.tsv").is_file()]
+    missing = [
+        f"{name}={path}" for name, path in sites
+        if not any((path / table).is_file() for table in ("participants.tsv", "recordings.tsv", "recordings.csv"))
+    ]
     if missing:
-        fail(f"not a BIDS dataset (no participants.tsv): {', '.join(missing)}")
+        fail(f"not a site dataset (no participants.tsv, nor a loose-file recordings.tsv): {', '.join(missing)}")
     out = out.resolve()
     with user_errors(ValueError):
         launch = Launch(

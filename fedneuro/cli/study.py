@@ -6,16 +6,18 @@ from pathlib import Path
 
 import typer
 
-from fedneuro.cli.common import JSON_OPTION, console, print_json, user_errors
+from fedneuro.cli.common import JSON_OPTION, console, fail, print_json, user_errors
 from fedneuro.study import StudyFileError, default_study_path, load_study
 
 app = typer.Typer(help="Study files: template and validation.", no_args_is_help=True)
 
 
 @app.command("template")
-def template() -> None:
+def template(modality: str = typer.Option("eeg", "--modality", help="eeg or mri")) -> None:
     """Print the default study file (the demo's), to copy and edit."""
-    typer.echo(default_study_path().read_text(encoding="utf-8"), nl=False)
+    if modality not in {"eeg", "mri"}:
+        fail(f"Invalid value for '--modality': {modality!r}. Use eeg or mri.")
+    typer.echo(default_study_path(modality).read_text(encoding="utf-8"), nl=False)  # type: ignore[arg-type]
 
 
 @app.command("check")

@@ -76,10 +76,20 @@ def wait_for_nodes(grid: Grid, count: int, *, timeout_s: float, poll_s: float = 
 
 
 def site_name(message: Message) -> str:
-    record = message.content.config_records.get("site")
-    if record is not None and "name" in record:
-        return str(record["name"])
+    if message.has_content():
+        record = message.content.config_records.get("site")
+        if record is not None and "name" in record:
+            return str(record["name"])
     return f"node-{message.metadata.src_node_id}"
+
+
+def error_reason(message: Message) -> str:
+    """The site's own words from an error reply, without the runtime's wrapping and traceback."""
+    reason = message.error.reason
+    marker = "Message: "
+    if marker in reason:
+        reason = reason[reason.rindex(marker) + len(marker):]
+    return " ".join(reason.split()).rstrip("'>")
 
 
 def run_rounds(
@@ -109,7 +119,7 @@ def run_rounds(
         for reply in train_replies:
             name = site_name(reply)
             if reply.has_error():
-                failures.append(f"{name}: train failed: {reply.error.reason}")
+                failures.append(f"{name}: train failed: {error_reason(reply)}")
                 continue
             try:
                 decode_arrays(reply.content["arrays"], manifest, source=f"update from {name}")
@@ -146,7 +156,7 @@ def run_rounds(
         for reply in eval_replies:
             name = site_name(reply)
             if reply.has_error():
-                failures.append(f"{name}: evaluate failed: {reply.error.reason}")
+                failures.append(f"{name}: evaluate failed: {error_reason(reply)}")
                 continue
             metrics = reply.content["metrics"]
             window_cm = _square(metrics["window-confusion"])

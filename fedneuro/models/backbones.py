@@ -1,4 +1,4 @@
-"""Built-in backbone presets from braindecode's EEG foundation models."""
+"""Built-in EEG backbone presets from braindecode's foundation models (BIOT, LaBraM, CBraMod)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _build_biot(preset: BackbonePreset, n_outputs: int) -> nn.Module:
         from braindecode.models import BIOT
 
     embed_dim, num_heads, num_layers, _ = _BIOT_SIZES[preset.name]
-    contract = preset.contract
+    contract = preset.eeg_contract()
     return BIOT(
         n_outputs=n_outputs,
         n_chans=contract.n_chans,
@@ -83,7 +83,7 @@ def _build_labram(preset: BackbonePreset, n_outputs: int) -> nn.Module:
         from braindecode.models import Labram
 
     embed_dim, num_heads, num_layers, _ = _LABRAM_SIZES[preset.name]
-    contract = preset.contract
+    contract = preset.eeg_contract()
     model = Labram(
         n_outputs=n_outputs,
         n_chans=contract.n_chans,
@@ -118,5 +118,66 @@ for _name, (_dim, _heads, _layers, _description) in _LABRAM_SIZES.items():
             lora_targets=("attn.proj", "mlp.0", "mlp.2"),
             head_modules=("final_layer",),
             build=_build_labram,
+        )
+    )
+
+
+# CBraMod (criss-cross attention): the patch size is fixed at 200 samples (1 s at 200 Hz,
+# braindecode hard-codes the 101 rFFT bins), and the model width d_model is set by the
+# patch-embedding convolutions: channels x patches after their strides (25 x 8 = 200
+# published). The tiny size uses 8 convolution channels (d_model 64).
+_CBRAMOD_CONV_PUBLISHED = ((25, 49, 25, 24, (5, 25)), (25, 3, 1, 1, (5, 25)), (25, 3, 1, 1, (5, 25)))
+_CBRAMOD_CONV_TINY = ((8, 49, 25, 24, (4, 8)), (8, 3, 1, 1, (4, 8)), (8, 3, 1, 1, (4, 8)))
+_CBRAMOD_SIZES = {
+    # name: (conv stack, n_layer, nhead, dim_feedforward, emb_dim, description)
+    "cbramod-tiny": (_CBRAMOD_CONV_TINY, 2, 4, 128, 32, "CBraMod, tiny: for tests"),
+    "cbramod-base": (
+        _CBRAMOD_CONV_PUBLISHED, 12, 8, 800, 200,
+        "CBraMod, published size (4.9 M parameters; pair with pretrained weights)",
+    ),
+}
+
+
+def _build_cbramod(preset: BackbonePreset, n_outputs: int) -> nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from braindecode.models import CBraMod
+
+    conv, n_layer, nhead, dim_feedforward, emb_dim, _ = _CBRAMOD_SIZES[preset.name]
+    contract = preset.eeg_contract()
+    # Not passed through Opacus's ModuleValidator.fix: its DPMultiheadAttention changes
+    # CBraMod's outputs (batch_first). The attention stays frozen; LoRA sits on the
+    # feed-forward layers, which Opacus's hooks handle (4-D inputs included).
+    return CBraMod(
+        n_outputs=n_outputs,
+        n_chans=contract.n_chans,
+        n_times=contract.n_times,
+        sfreq=contract.sfreq,
+        patch_size=200,
+        dim_feedforward=dim_feedforward,
+        n_layer=n_layer,
+        nhead=nhead,
+        emb_dim=emb_dim,
+        channels_kernel_stride_padding_norm=conv,
+        drop_prob=0.1,
+    )
+
+
+for _name, (_conv, _layers, _heads, _ff, _emb, _description) in _CBRAMOD_SIZES.items():
+    register_backbone(
+        BackbonePreset(
+            name=_name,
+            family="cbramod",
+            description=_description,
+            # 200 Hz and whole 1-s patches: the window must be a multiple of 1 s.
+            contract=InputContract(
+                channels=STANDARD_1020_19, sfreq=200.0, input_window_seconds=4.0
+            ),
+            # self_attn_s/self_attn_t are nn.MultiheadAttention: their out_proj is applied
+            # functionally (a LoRA there gets no gradient) and peft LoRA on the attention
+            # module fails under Opacus. The feed-forward layers train.
+            lora_targets=("linear1", "linear2", "proj_out.0"),
+            head_modules=("final_layer",),
+            build=_build_cbramod,
         )
     )

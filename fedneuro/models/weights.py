@@ -42,10 +42,17 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     )
 
 
-def load_backbone_weights(backbone: nn.Module, path: Path) -> str:
-    """Load weights strictly (every key must match) and return the file's sha256."""
-    state = read_state_dict(path)
-    expected = backbone.state_dict()
+def load_backbone_weights(backbone: nn.Module, path: Path, *, skip_prefixes: tuple[str, ...] = ()) -> str:
+    """Load weights strictly (every key must match) and return the file's sha256.
+
+    Keys under ``skip_prefixes`` (the task head) are not loaded: the file may lack them or
+    hold them with another shape (a checkpoint's head has its own number of classes).
+    """
+    def skipped(key: str) -> bool:
+        return any(key == p or key.startswith(p + ".") for p in skip_prefixes)
+
+    state = {k: v for k, v in read_state_dict(path).items() if not skipped(k)}
+    expected = {k: v for k, v in backbone.state_dict().items() if not skipped(k)}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = sorted(
@@ -60,5 +67,5 @@ def load_backbone_weights(backbone: nn.Module, path: Path) -> str:
                 shown = ", ".join(keys[:8]) + (f" … (+{len(keys) - 8})" if len(keys) > 8 else "")
                 lines.append(f"  {title} keys ({len(keys)}): {shown}")
         raise WeightsError("\n".join(lines))
-    backbone.load_state_dict(state, strict=True)
+    backbone.load_state_dict(state, strict=not skip_prefixes)
     return file_sha256(path)

@@ -11,6 +11,7 @@ import numpy as np
 
 from fedneuro.data.bids import EligibleCohort, eligible_participants, read_participants
 from fedneuro.data.harmonise import WindowSet, load_site_windows
+from fedneuro.data.mri import VolumeSet, load_site_volumes, mri_cohort, split_volume_set
 from fedneuro.data.splits import split_window_set
 from fedneuro.governance.site import derive_seed
 from fedneuro.models.adapters import AdaptedModel, build_model
@@ -25,9 +26,19 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class SiteData:
-    train: WindowSet
-    test: WindowSet
+    """A site's model inputs: EEG windows or MRI volumes, split by participant."""
+
+    train: WindowSet | VolumeSet
+    test: WindowSet | VolumeSet
     n_excluded: int
+
+
+def site_cohort(bids_root: Path, study: Study) -> EligibleCohort:
+    """The governance gate: who may be used, decided from participants.tsv alone."""
+    if study.study.modality == "mri":
+        assert study.mri is not None  # guaranteed by Study's validator
+        return mri_cohort(bids_root, study.mri)
+    return eligible_participants(read_participants(bids_root, study.data), study.data)
 
 
 def prepare_site_data(
@@ -37,29 +48,32 @@ def prepare_site_data(
 
     A recording that cannot be harmonised is skipped and logged with its reason (one bad
     file should not stop a hospital's participation); the split uses only participants
-    that kept at least one window.
+    that kept at least one sample.
     """
     contract = get_backbone_preset(study.model.backbone).contract
-    windows = load_site_windows(bids_root, cohort, contract, study.data, on_error="skip", cache_dir=cache_dir)
+    seed = derive_seed(study.study.seed, site_name, "split")
+    if study.study.modality == "mri":
+        assert study.mri is not None
+        volumes = load_site_volumes(bids_root, cohort, contract, study.mri, on_error="skip")  # type: ignore[arg-type]
+        for refused in volumes.report.refused:
+            logger.warning("site %s: image skipped: %s", site_name, refused)
+        train, test = split_volume_set(volumes, test_fraction=study.mri.test_fraction, seed=seed)
+        return SiteData(train=train, test=test, n_excluded=len(cohort.excluded))
+    windows = load_site_windows(bids_root, cohort, contract, study.data, on_error="skip", cache_dir=cache_dir)  # type: ignore[arg-type]
     for refused in windows.report.refused:
         logger.warning("site %s: recording skipped: %s", site_name, refused)
-    train, test = split_window_set(
-        windows,
-        test_fraction=study.data.test_fraction,
-        seed=derive_seed(study.study.seed, site_name, "split"),
-    )
+    train, test = split_window_set(windows, test_fraction=study.data.test_fraction, seed=seed)
     return SiteData(train=train, test=test, n_excluded=len(cohort.excluded))
 
 
 def build_study_model(study: Study) -> AdaptedModel:
     """The study's model, identical at every site and at the coordinator."""
-    return build_model(study.model, n_outputs=study.data.n_classes, seed=study.study.seed)
+    return build_model(study.model, n_outputs=study.n_classes, seed=study.study.seed)
 
 
 def audit_membership(study: Study, bids_root: Path, *, site_name: str, adapter: Mapping[str, np.ndarray]) -> MembershipAudit:
     """Loss-threshold membership inference on a site's train (members) vs held-out participants."""
-    cohort = eligible_participants(read_participants(bids_root, study.data), study.data)
-    data = prepare_site_data(bids_root, cohort, study, site_name=site_name)
+    data = prepare_site_data(bids_root, site_cohort(bids_root, study), study, site_name=site_name)
     model = build_study_model(study)
     load_trainable_state(model.module, adapter)
     return loss_threshold_audit(
