@@ -71,6 +71,16 @@ def test_simulated_consortium_learns_with_dp(tmp_path: Path) -> None:
     assert any(not np.allclose(final[k], initial[k]) for k in initial)
 
 
+def test_mri_demo_learns_through_the_same_federation(tmp_path: Path) -> None:
+    result = _run(["demo", "--modality", "mri", "--out", str(tmp_path / "demo-mri"), "--json"], 900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "completed" and summary["backbone"] == "mri-resnet-tiny"
+    assert summary["final_balanced_accuracy"] >= 0.8  # chance is 0.5
+    for site in summary["sites"].values():
+        assert 0 < site["epsilon"] <= 10 and site["unit"] == "participant"
+
+
 def test_a_missing_site_ends_with_a_timeout_not_a_hang(tmp_path: Path, data_consortium) -> None:
     study_path = _tiny_study(tmp_path, min_sites=3, connect_timeout_s=3)
     name, root = next(iter(data_consortium.items()))

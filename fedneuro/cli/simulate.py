@@ -48,7 +48,9 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="output directory (recreated)"),
     sites: int = typer.Option(3, "--sites", min=1, help="number of simulated hospitals"),
     seed: int = typer.Option(0, "--seed", min=0, help="seed of the synthetic data"),
-    participants: int = typer.Option(100, "--participants", min=4, help="participants per site"),
+    participants: int | None = typer.Option(
+        None, "--participants", min=4, help="participants per site (default: 100 EEG, 200 MRI)"
+    ),
     duration: float = typer.Option(30.0, "--duration", min=10, help="seconds of EEG per participant"),
     modality: str = typer.Option("eeg", "--modality", help="eeg (BIDS EDF sites) or mri (BIDS T1w sites)"),
     json_output: bool = JSON_OPTION,
@@ -57,6 +59,7 @@ def demo(
     if modality not in {"eeg", "mri"}:
         fail(f"Invalid value for '--modality': {modality!r}. Use eeg or mri.")
     setup_logging()
+    participants = participants or (200 if modality == "mri" else 100)
     if out.exists():
         if not (out / DEMO_MARKER).exists():
             fail(f"{out} exists and was not made by `fedneuro demo`: choose another --out")
@@ -153,7 +156,7 @@ def report(summary: dict[str, Any], json_output: bool) -> None:
         print_json(summary)
         return
     rounds = Table(title="Held-out participants, per round")
-    for column in ("round", "balanced acc. (windows)", "balanced acc. (participants)", "wall time (s)"):
+    for column in ("round", "balanced acc. (windows or images)", "balanced acc. (participants)", "wall time (s)"):
         rounds.add_column(column, justify="right")
     for r in summary["rounds"]:
         rounds.add_row(str(r["round"]), _fmt(r["balanced_accuracy"]),

@@ -34,7 +34,8 @@ _RESNET_SIZES = {
         "3-D ResNet-18 (MONAI, GroupNorm), the size of published 3-D MRI encoders (33 M)",
     ),
 }
-_TINY_MRI = MRIContract(shape=(48, 48, 48), voxel_size_mm=(4.0, 4.0, 4.0), n_channels=1)
+# Sized to the synthetic heads (64 mm field of view), so tests and the demo stay fast.
+_TINY_MRI = MRIContract(shape=(32, 32, 32), voxel_size_mm=(2.0, 2.0, 2.0), n_channels=1)
 _BASE_MRI = MRIContract(shape=(96, 96, 96), voxel_size_mm=(2.0, 2.0, 2.0), n_channels=1)
 
 
