@@ -20,7 +20,8 @@ from fedneuro.federation.codec import decode_arrays, encode_arrays
 from fedneuro.federation.launch import site_for_node
 from fedneuro.governance.site import SiteConfig, derive_seed
 from fedneuro.models.adapters import AdaptedModel
-from fedneuro.models.exchange import load_trainable_state, trainable_manifest, trainable_state
+from fedneuro.models.exchange import check_exchange_manifest, load_trainable_state, trainable_state
+from fedneuro.models.manifest import TensorManifest
 from fedneuro.privacy.accountant import compute_epsilon, ledger_history, resolve_delta
 from fedneuro.privacy.budget import check_round_budget
 from fedneuro.privacy.ledger import LedgerEntry, PrivacyLedger
@@ -54,6 +55,13 @@ def _study_from(msg: Message) -> Study:
     return Study.from_json(str(msg.content["config"]["study"]))
 
 
+def _load_global_model(msg: Message, model: AdaptedModel) -> TensorManifest:
+    """Refuse a global model built for another backbone, weights, adapter or seed; load it."""
+    manifest = check_exchange_manifest(model, str(msg.content["config"]["manifest"]))
+    load_trainable_state(model.module, decode_arrays(msg.content["arrays"], manifest, source="global model"))
+    return manifest
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     site = site_for_node(dict(context.node_config))
@@ -78,8 +86,7 @@ def train(msg: Message, context: Context) -> Message:
         max_epsilon=site.policy.max_epsilon_per_study,
         max_lifetime_epsilon=site.policy.max_epsilon_lifetime,
     )
-    manifest = trainable_manifest(model.module)
-    load_trainable_state(model.module, decode_arrays(msg.content["arrays"], manifest, source="global model"))
+    manifest = _load_global_model(msg, model)
     result = train_dp(
         model.module,
         data.train.X,
@@ -125,7 +132,9 @@ def train(msg: Message, context: Context) -> Message:
         {
             "arrays": encode_arrays(trainable_state(model.module)),
             "metrics": metrics,
-            "site": ConfigRecord({"name": site.name, "epsilon-accountant": spent.accountant}),
+            "site": ConfigRecord(
+                {"name": site.name, "epsilon-accountant": spent.accountant, "manifest-sha256": manifest.digest()}
+            ),
         }
     )
     return Message(content=content, reply_to=msg)
@@ -136,8 +145,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     site = site_for_node(dict(context.node_config))
     study = _study_from(msg)
     data, model = _session(site, study)
-    manifest = trainable_manifest(model.module)
-    load_trainable_state(model.module, decode_arrays(msg.content["arrays"], manifest, source="global model"))
+    _load_global_model(msg, model)
     counts = evaluate_model(
         model.module, data.test.X, data.test.y, data.test.participant, n_classes=study.n_classes
     )

@@ -13,7 +13,7 @@ from fedneuro.federation.codec import decode_arrays, encode_arrays
 from fedneuro.federation.launch import read_launch
 from fedneuro.federation.results import StudyRecord, save_adapter
 from fedneuro.federation.rounds import RoundReport, run_rounds
-from fedneuro.models.exchange import trainable_manifest, trainable_state
+from fedneuro.models.exchange import exchange_manifest, trainable_state
 from fedneuro.study import load_study
 from fedneuro.training.site import build_study_model
 
@@ -27,7 +27,7 @@ def main(grid: Grid, context: Context) -> None:
     study = load_study(launch.study_path)
     started = time.monotonic()
     model = build_study_model(study)
-    manifest = trainable_manifest(model.module)
+    manifest = exchange_manifest(model)
     initial = trainable_state(model.module)
     n_sites = len(launch.sites)
     min_sites = study.federation.min_sites or n_sites
@@ -92,7 +92,7 @@ def main(grid: Grid, context: Context) -> None:
             strategy,
             initial_arrays=encode_arrays(initial),
             manifest=manifest,
-            base_config=ConfigRecord({"study": study.to_json()}),
+            base_config=ConfigRecord({"study": study.to_json(), "manifest": manifest.to_json()}),
             rounds=study.federation.rounds,
             min_sites=min_sites,
             connect_timeout_s=study.federation.connect_timeout_s,

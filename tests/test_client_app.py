@@ -13,7 +13,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from client.app import app as client_app
 from fedneuro.federation.codec import encode_arrays
 from fedneuro.federation.launch import LaunchError
-from fedneuro.models.exchange import trainable_state
+from fedneuro.models.exchange import exchange_manifest, trainable_state
+from fedneuro.models.manifest import ExchangeError
 from fedneuro.privacy.ledger import PrivacyLedger
 from fedneuro.study import Study, default_study_path, load_study
 from fedneuro.training.site import build_study_model
@@ -36,11 +37,13 @@ def site_config(tmp_path: Path, data_consortium: dict[str, Path]) -> Path:
     return path
 
 
-def _call(kind: str, study: Study, site_config: Path, server_round: int = 1) -> Message:
+def _call(kind: str, study: Study, site_config: Path, server_round: int = 1, coordinator_study: Study | None = None) -> Message:
     # Flower's runtime sets the task identity before building messages; do the same.
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
-    arrays = encode_arrays(trainable_state(build_study_model(study).module))
-    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"study": study.to_json(), "server-round": server_round})})
+    coordinator_model = build_study_model(coordinator_study or study)
+    arrays = encode_arrays(trainable_state(coordinator_model.module))
+    config = {"study": study.to_json(), "manifest": exchange_manifest(coordinator_model).to_json(), "server-round": server_round}
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord(config)})
     message = Message(content=content, dst_node_id=1, message_type=MessageType.TRAIN if kind == "train" else MessageType.EVALUATE)
     context = Context(run_id=1, node_id=1, node_config={"site-config": str(site_config)}, state=RecordDict(), run_config={})
     return client_app(message, context)
@@ -67,7 +70,7 @@ def test_train_reply_holds_only_adapter_tensors_and_aggregate_metrics(study, sit
     assert names == sorted(names)
     assert all(("lora_A" in n or "lora_B" in n or "classification_head" in n) for n in names)
     assert set(reply.content["metrics"].keys()) == ALLOWED_TRAIN_METRICS
-    assert set(reply.content["site"].keys()) == {"name", "epsilon-accountant"}
+    assert set(reply.content["site"].keys()) == {"name", "epsilon-accountant", "manifest-sha256"}
     assert reply.content["site"]["name"] == name and reply.content["site"]["epsilon-accountant"] in {"rdp", "prv"}
     wire = _strings(reply.content)
     assert "sub-" not in wire and str(root) not in wire and "/" not in wire
@@ -98,3 +101,11 @@ def test_a_missing_site_config_names_the_file(study, tmp_path) -> None:
     # Flower's runtime turns this exception into an error reply to the coordinator.
     with pytest.raises(LaunchError, match="cannot read site config .*absent.json"):
         _call("train", study, tmp_path / "absent.json")
+
+
+def test_a_global_model_for_another_model_is_refused_before_training(study, site_config) -> None:
+    other = study.model_copy(update={"study": study.study.model_copy(update={"seed": study.study.seed + 1})})
+    with pytest.raises(ExchangeError, match=r"seed: site has 7, coordinator sent 8"):
+        _call("train", study, site_config, coordinator_study=other)
+    state_dir = Path(json.loads(site_config.read_text())["state_dir"])
+    assert PrivacyLedger(state_dir / "privacy-ledger.jsonl").entries() == []

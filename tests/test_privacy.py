@@ -197,3 +197,14 @@ def test_ledger_filters_by_study_and_refuses_a_corrupt_line(tmp_path) -> None:
         handle.write('{"study_id": "s", "round": 3, "noise_mul')
     with pytest.raises(LedgerError, match=r"ledger\.jsonl, line 3 is unreadable"):
         ledger.entries("s")
+
+
+def test_a_batchnorm_that_mixes_participants_is_refused() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv1d(19, 4, 5), torch.nn.BatchNorm1d(4), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    model(torch.zeros(2, 19, 20))
+    for p in model[:2].parameters():
+        p.requires_grad = False  # frozen, but still batch statistics in train mode
+    model.train()
+    with pytest.raises(DPTrainingError, match=r"normalises over the batch \(1\).*use GroupNorm"):
+        UnitDPOptimizer(model, torch.optim.SGD(model[3].parameters(), lr=0.1), noise_multiplier=1.0,
+                        max_grad_norm=1.0, expected_units_per_step=2, noise_seed=0)

@@ -121,6 +121,12 @@ def run_rounds(
             if reply.has_error():
                 failures.append(f"{name}: train failed: {error_reason(reply)}")
                 continue
+            site_record = reply.content.config_records.get("site")
+            claimed = site_record.get("manifest-sha256") if site_record is not None else None
+            if claimed != manifest.digest():
+                failures.append(f"{name}: update rejected: it was trained for another model (manifest "
+                                f"{str(claimed)[:12]}…, expected {manifest.digest()[:12]}…)")
+                continue
             try:
                 decode_arrays(reply.content["arrays"], manifest, source=f"update from {name}")
             except (ExchangeError, KeyError) as error:

@@ -91,6 +91,14 @@ class UnitDPOptimizer:
         expected_units_per_step: float,
         noise_seed: int,
     ) -> None:
+        # Opacus validates trainable layers only; a frozen BatchNorm in train mode still mixes
+        # the samples of a batch, so one participant's data would leak into another's gradient.
+        mixing = [n for n, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+        if mixing:
+            raise DPTrainingError(
+                f"the model normalises over the batch ({', '.join(mixing[:3])}): BatchNorm mixes "
+                "participants and breaks per-sample privacy; use GroupNorm/LayerNorm in the backbone"
+            )
         problems = ModuleValidator.validate(module, strict=False)
         if problems:
             raise DPTrainingError(

@@ -1,0 +1,96 @@
+"""The coordinator's round loop with the real ClientApp in-process (no Ray): aggregation,
+rejection of updates built for another model, bounded waits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore.task_identity import TaskIdentity
+
+from client.app import app as client_app
+from fedneuro.federation.codec import decode_arrays, encode_arrays
+from fedneuro.federation.rounds import FederationError, FederationTimeout, run_rounds
+from fedneuro.models.exchange import exchange_manifest, trainable_state
+from fedneuro.study import default_study_path, load_study
+from fedneuro.training.site import build_study_model
+
+
+class InProcessGrid:
+    """Just enough of Flower's Grid: each node id is one site's ClientApp, called directly."""
+
+    def __init__(self, site_configs: dict[int, Path], tamper: set[int] = frozenset()) -> None:
+        self.site_configs, self.tamper, self.replies = site_configs, tamper, []
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.site_configs)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        replies = []
+        for message in messages:
+            node = message.metadata.dst_node_id
+            context = Context(run_id=1, node_id=node, node_config={"site-config": str(self.site_configs[node])},
+                              state=RecordDict(), run_config={})
+            reply = client_app(message, context)
+            if node in self.tamper and "site" in reply.content:
+                reply.content["site"]["manifest-sha256"] = "0" * 64
+            replies.append(reply)
+        self.replies.append(replies)
+        return replies
+
+
+@pytest.fixture()
+def setup(tmp_path: Path, data_consortium):
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    base = load_study(default_study_path())
+    study = base.model_copy(update={"model": base.model.model_copy(update={"backbone": "biot-tiny"})})
+    configs = {}
+    for node, (name, root) in enumerate(list(data_consortium.items())[:2], start=1):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"name": name, "bids_root": str(root), "state_dir": str(tmp_path / name), "noise_seed": node}))
+        configs[node] = path
+    model = build_study_model(study)
+    manifest = exchange_manifest(model)
+    kwargs = dict(
+        initial_arrays=encode_arrays(trainable_state(model.module)),
+        manifest=manifest,
+        base_config=ConfigRecord({"study": study.to_json(), "manifest": manifest.to_json()}),
+        rounds=1, min_sites=2, connect_timeout_s=1.0, round_timeout_s=60.0,
+    )
+    return configs, kwargs
+
+
+def _strategy() -> FedAvg:
+    return FedAvg(min_train_nodes=2, min_evaluate_nodes=2, min_available_nodes=2)
+
+
+def test_one_round_aggregates_the_weighted_mean_and_reports_every_site(setup) -> None:
+    configs, kwargs = setup
+    grid = InProcessGrid(configs)
+    reports = []
+    final = run_rounds(grid, _strategy(), on_round_end=lambda r, a: reports.append(r), **kwargs)
+    updates = [(decode_arrays(r.content["arrays"]), r.content["metrics"]["num-examples"]) for r in grid.replies[0]]
+    total = sum(w for _, w in updates)
+    expected = {k: sum(s[k] * w for s, w in updates) / total for k in updates[0][0]}
+    got = decode_arrays(final)
+    assert all(np.allclose(got[k], expected[k], atol=1e-6) for k in expected)
+    (report,) = reports
+    assert set(report.sites) == {"hospital-a", "hospital-b"} and report.failures == []
+    assert all(s.epsilon > 0 and s.bytes_uploaded > 0 and s.test_windows > 0 for s in report.sites.values())
+
+
+def test_an_update_for_another_model_is_rejected_and_the_round_fails_loudly(setup) -> None:
+    configs, kwargs = setup
+    with pytest.raises(FederationError, match=r"only 1 of the 2 required sites .*trained for another model"):
+        run_rounds(InProcessGrid(configs, tamper={2}), _strategy(), on_round_end=lambda r, a: None, **kwargs)
+
+
+def test_the_wait_for_sites_is_bounded(setup) -> None:
+    configs, kwargs = setup
+    with pytest.raises(FederationTimeout, match="only 1 of 2 sites connected within 1 s"):
+        run_rounds(InProcessGrid({1: configs[1]}), _strategy(), on_round_end=lambda r, a: None, **kwargs)
