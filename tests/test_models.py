@@ -84,7 +84,7 @@ def test_presets_declare_modality_and_matching_contract() -> None:
     families = {p.family for p in list_backbone_presets()}
     assert {"biot", "labram", "cbramod", "mri-resnet", "mri-vit"} <= families
     mri = get_backbone_preset("mri-resnet-tiny")
-    assert mri.input_shape == (1, 48, 48, 48)
+    assert mri.input_shape == (1, 32, 32, 32)
     with pytest.raises(ValueError, match="'mri-resnet-tiny' takes MRI volumes.*choose an EEG backbone"):
         mri.eeg_contract()
     with pytest.raises(ValueError, match="'biot-tiny' takes EEG windows"):

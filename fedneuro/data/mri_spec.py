@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from fedneuro.data.spec import DataSpec
+from fedneuro.data.spec import DataSpec, check_class_indices
 
 __all__ = [
     "ANAT_SUFFIXES",
@@ -150,14 +150,7 @@ class MRIDataSpec(BaseModel):
     @field_validator("classes")
     @classmethod
     def _classes_are_contiguous(cls, classes: dict[str, int]) -> dict[str, int]:
-        if len(classes) < 2:
-            raise ValueError(f"needs at least two classes, got {classes}")
-        indices = sorted(set(classes.values()))
-        if indices != list(range(len(indices))):
-            raise ValueError(
-                f"class indices must be 0..K-1 without gaps, got {sorted(classes.values())}"
-            )
-        return classes
+        return check_class_indices(classes)
 
     @field_validator("session", "task", mode="before")
     @classmethod

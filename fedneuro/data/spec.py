@@ -7,6 +7,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+def check_class_indices(classes: dict[str, int]) -> dict[str, int]:
+    """A label mapping must name at least two classes with indices 0..K-1 and no gaps."""
+    if len(classes) < 2:
+        raise ValueError(f"needs at least two classes, got {classes}")
+    indices = sorted(set(classes.values()))
+    if indices != list(range(len(indices))):
+        raise ValueError(f"class indices must be 0..K-1 without gaps, got {sorted(classes.values())}")
+    return classes
+
+
 class InputContract(BaseModel):
     """What a backbone expects: channel names in order, sampling rate, window length.
 
@@ -128,14 +138,7 @@ class DataSpec(BaseModel):
     @field_validator("classes")
     @classmethod
     def _classes_are_contiguous(cls, classes: dict[str, int]) -> dict[str, int]:
-        if len(classes) < 2:
-            raise ValueError(f"needs at least two classes, got {classes}")
-        indices = sorted(set(classes.values()))
-        if indices != list(range(len(indices))):
-            raise ValueError(
-                f"class indices must be 0..K-1 without gaps, got {sorted(classes.values())}"
-            )
-        return classes
+        return check_class_indices(classes)
 
     @field_validator("reference")
     @classmethod

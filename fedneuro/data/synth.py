@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from fedneuro.data.synth_cohort import diagnoses_and_consent, participant_id
+
 if TYPE_CHECKING:
     import mne
 
@@ -389,26 +391,12 @@ def _add_evoked(
 # --------------------------------------------------------------------------- metadata
 def _participants(rng: np.random.Generator, n: int) -> list[dict[str, str]]:
     """Balanced, consent-stratified participant metadata."""
-    diagnosis = np.array(["normal"] * ((n + 1) // 2) + ["abnormal"] * (n // 2))
-    rng.shuffle(diagnosis)
-    # A few participants per site refused or withdrew consent, alternating classes so
-    # both classes stay represented after filtering.
-    n_out = 1 if n < 8 else max(2, round(0.1 * n))
-    by_class = [
-        list(rng.permutation(np.flatnonzero(diagnosis == c))) for c in ("normal", "abnormal")
-    ]
-    out: list[int] = []
-    while len(out) < n_out:
-        out.append(int(by_class[len(out) % 2].pop()))
-    consent = ["yes"] * n
-    for k, idx in enumerate(sorted(out)):
-        consent[idx] = ("no", "withdrawn")[k % 2]
-    width = max(3, len(str(n)))
+    diagnosis, consent = diagnoses_and_consent(rng, n)
     rows = []
     for i in range(n):
         rows.append(
             {
-                "participant_id": f"sub-{i + 1:0{width}d}",
+                "participant_id": participant_id(i, n),
                 "age": str(int(rng.integers(18, 86))),
                 "sex": ("M", "F")[rng.integers(2)],
                 "hand": "L" if rng.random() < 0.1 else "R",

@@ -27,6 +27,8 @@ from typing import Literal
 
 import numpy as np
 
+from fedneuro.data.synth_cohort import diagnoses_and_consent, participant_id
+
 __all__ = [
     "DEFAULT_MRI_PROFILES",
     "MIN_PARTICIPANTS",
@@ -324,22 +326,10 @@ def _write_json(path: Path, payload: dict[str, object]) -> None:
 
 def _participants(rng: np.random.Generator, n: int) -> list[dict[str, str]]:
     """Balanced diagnoses; a few participants per site refused or withdrew consent."""
-    diagnosis = np.array(["normal"] * ((n + 1) // 2) + ["abnormal"] * (n // 2))
-    rng.shuffle(diagnosis)
-    n_out = 1 if n < 8 else max(2, round(0.1 * n))
-    by_class = [
-        list(rng.permutation(np.flatnonzero(diagnosis == c))) for c in ("normal", "abnormal")
-    ]
-    out: list[int] = []
-    while len(out) < n_out:
-        out.append(int(by_class[len(out) % 2].pop()))
-    consent = ["yes"] * n
-    for k, idx in enumerate(sorted(out)):
-        consent[idx] = ("no", "withdrawn")[k % 2]
-    width = max(3, len(str(n)))
+    diagnosis, consent = diagnoses_and_consent(rng, n)
     return [
         {
-            "participant_id": f"sub-{i + 1:0{width}d}",
+            "participant_id": participant_id(i, n),
             "age": str(int(rng.integers(20, 86))),
             "sex": ("M", "F")[int(rng.integers(2))],
             "diagnosis": str(diagnosis[i]),

@@ -15,6 +15,42 @@ if TYPE_CHECKING:
 # every forward pass otherwise.
 warnings.filterwarnings("ignore", message="A window was not provided", category=UserWarning)
 
+# Every EEG preset takes the 19-channel 10-20 montage at 200 Hz in 4-s windows (CBraMod
+# needs whole 1-s patches, so the window must stay a multiple of 1 s).
+_EEG_10_20 = InputContract(channels=STANDARD_1020_19, sfreq=200.0, input_window_seconds=4.0)
+
+
+def _braindecode_model(name: str) -> type[nn.Module]:
+    with warnings.catch_warnings():
+        # Importing braindecode.models warns (deprecated MNE montages, pandas in wfdb).
+        warnings.simplefilter("ignore")
+        import braindecode.models
+
+    return getattr(braindecode.models, name)  # type: ignore[no-any-return]
+
+
+def _register_family(
+    family: str,
+    descriptions: dict[str, str],
+    build: object,
+    *,
+    lora_targets: tuple[str, ...],
+    head_modules: tuple[str, ...],
+) -> None:
+    for name, description in descriptions.items():
+        register_backbone(
+            BackbonePreset(
+                name=name,
+                family=family,
+                description=description,
+                contract=_EEG_10_20,
+                lora_targets=lora_targets,
+                head_modules=head_modules,
+                build=build,  # type: ignore[arg-type]
+            )
+        )
+
+
 _BIOT_SIZES = {
     # name: (embed_dim, num_heads, num_layers, description)
     "biot-tiny": (32, 2, 1, "BIOT, tiny: for tests"),
@@ -24,11 +60,7 @@ _BIOT_SIZES = {
 
 
 def _build_biot(preset: BackbonePreset, n_outputs: int) -> nn.Module:
-    with warnings.catch_warnings():
-        # Importing braindecode.models warns (deprecated MNE montages, pandas in wfdb).
-        warnings.simplefilter("ignore")
-        from braindecode.models import BIOT
-
+    BIOT = _braindecode_model("BIOT")
     embed_dim, num_heads, num_layers, _ = _BIOT_SIZES[preset.name]
     contract = preset.eeg_contract()
     return BIOT(
@@ -46,28 +78,15 @@ def _build_biot(preset: BackbonePreset, n_outputs: int) -> nn.Module:
     )
 
 
-for _name, (_dim, _heads, _layers, _description) in _BIOT_SIZES.items():
-    register_backbone(
-        BackbonePreset(
-            name=_name,
-            family="biot",
-            description=_description,
-            contract=InputContract(
-                channels=STANDARD_1020_19, sfreq=200.0, input_window_seconds=4.0
-            ),
-            # Verified to receive gradients (tests/test_models.py): the frequency-patch
-            # embedding and the linear-attention projections.
-            lora_targets=(
-                "patch_embedding.projection",
-                "to_q",
-                "to_k",
-                "to_v",
-                "to_out",
-            ),
-            head_modules=("final_layer.classification_head",),
-            build=_build_biot,
-        )
-    )
+_register_family(
+    "biot",
+    {name: size[-1] for name, size in _BIOT_SIZES.items()},
+    _build_biot,
+    # Verified to receive gradients (tests/test_models.py): the frequency-patch embedding
+    # and the linear-attention projections.
+    lora_targets=("patch_embedding.projection", "to_q", "to_k", "to_v", "to_out"),
+    head_modules=("final_layer.classification_head",),
+)
 
 
 _LABRAM_SIZES = {
@@ -78,10 +97,7 @@ _LABRAM_SIZES = {
 
 
 def _build_labram(preset: BackbonePreset, n_outputs: int) -> nn.Module:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from braindecode.models import Labram
-
+    Labram = _braindecode_model("Labram")
     embed_dim, num_heads, num_layers, _ = _LABRAM_SIZES[preset.name]
     contract = preset.eeg_contract()
     model = Labram(
@@ -105,21 +121,14 @@ def _build_labram(preset: BackbonePreset, n_outputs: int) -> nn.Module:
     return model
 
 
-for _name, (_dim, _heads, _layers, _description) in _LABRAM_SIZES.items():
-    register_backbone(
-        BackbonePreset(
-            name=_name,
-            family="labram",
-            description=_description,
-            contract=InputContract(
-                channels=STANDARD_1020_19, sfreq=200.0, input_window_seconds=4.0
-            ),
-            # attn.qkv is applied with F.linear on its weight: a LoRA there gets no gradient.
-            lora_targets=("attn.proj", "mlp.0", "mlp.2"),
-            head_modules=("final_layer",),
-            build=_build_labram,
-        )
-    )
+_register_family(
+    "labram",
+    {name: size[-1] for name, size in _LABRAM_SIZES.items()},
+    _build_labram,
+    # attn.qkv is applied with F.linear on its weight: a LoRA there gets no gradient.
+    lora_targets=("attn.proj", "mlp.0", "mlp.2"),
+    head_modules=("final_layer",),
+)
 
 
 # CBraMod (criss-cross attention): the patch size is fixed at 200 samples (1 s at 200 Hz,
@@ -139,10 +148,7 @@ _CBRAMOD_SIZES = {
 
 
 def _build_cbramod(preset: BackbonePreset, n_outputs: int) -> nn.Module:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from braindecode.models import CBraMod
-
+    CBraMod = _braindecode_model("CBraMod")
     conv, n_layer, nhead, dim_feedforward, emb_dim, _ = _CBRAMOD_SIZES[preset.name]
     contract = preset.eeg_contract()
     # Not passed through Opacus's ModuleValidator.fix: its DPMultiheadAttention changes
@@ -163,21 +169,13 @@ def _build_cbramod(preset: BackbonePreset, n_outputs: int) -> nn.Module:
     )
 
 
-for _name, (_conv, _layers, _heads, _ff, _emb, _description) in _CBRAMOD_SIZES.items():
-    register_backbone(
-        BackbonePreset(
-            name=_name,
-            family="cbramod",
-            description=_description,
-            # 200 Hz and whole 1-s patches: the window must be a multiple of 1 s.
-            contract=InputContract(
-                channels=STANDARD_1020_19, sfreq=200.0, input_window_seconds=4.0
-            ),
-            # self_attn_s/self_attn_t are nn.MultiheadAttention: their out_proj is applied
-            # functionally (a LoRA there gets no gradient) and peft LoRA on the attention
-            # module fails under Opacus. The feed-forward layers train.
-            lora_targets=("linear1", "linear2", "proj_out.0"),
-            head_modules=("final_layer",),
-            build=_build_cbramod,
-        )
-    )
+_register_family(
+    "cbramod",
+    {name: size[-1] for name, size in _CBRAMOD_SIZES.items()},
+    _build_cbramod,
+    # self_attn_s/self_attn_t are nn.MultiheadAttention: their out_proj is applied
+    # functionally (a LoRA there gets no gradient) and peft LoRA on the attention module
+    # fails under Opacus. The feed-forward layers train.
+    lora_targets=("linear1", "linear2", "proj_out.0"),
+    head_modules=("final_layer",),
+)
