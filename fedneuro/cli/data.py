@@ -38,6 +38,9 @@ def check(
     with user_errors(StudyFileError, ValueError):
         study = load_study(study_path)
         contract = get_backbone_preset(study.model.backbone).contract
+    if study.study.modality == "mri":
+        _check_mri(path, study, contract, json_output)
+        return
     # stdout carries the report only: chatter of the readers (MNE prints warnings to stdout
     # when a log file handler is configured) goes to stderr.
     with console.status(f"checking {path}"), contextlib.redirect_stdout(sys.stderr):
@@ -117,3 +120,34 @@ def _print_report(report: SiteCheck) -> None:
         out_console.print("[bold red]not usable[/] for this study:")
         for reason in report.unusable_reasons:
             out_console.print(f"  - {escape(reason)}")
+
+
+def _check_mri(path: Path, study: object, contract: object, json_output: bool) -> None:
+    from fedneuro.data.mri_check import check_mri_site
+
+    with user_errors(ValueError, OSError), console.status(f"checking {path}"):
+        report = check_mri_site(path, study.mri, contract)  # type: ignore[attr-defined]
+    if json_output:
+        print_json(report.model_dump(mode="json"))
+    else:
+        shape = "x".join(str(n) for n in report.contract.shape)
+        voxel = "x".join(f"{v:g}" for v in report.contract.voxel_size_mm)
+        out_console.print(f"[bold]{escape(report.root)}[/]: contract {shape} voxels of {voxel} mm; "
+                          f"{len(report.eligible)} eligible, {len(report.excluded)} excluded participants")
+        table = Table(title="Images")
+        for column in ("file", "orientation", "voxel mm", "shape", "samples", "notes"):
+            table.add_column(column, overflow="fold")
+        for image in report.images:
+            table.add_row(escape(image.file), image.source.orientation,
+                          "x".join(f"{v:g}" for v in image.source.voxel_size_mm),
+                          "x".join(str(n) for n in image.source.shape), str(image.n_outputs),
+                          escape("; ".join(image.problems)))
+        out_console.print(table)
+        out_console.print("samples per class: " + ", ".join(f"{k} {v}" for k, v in report.samples_per_class.items()))
+        for problem in report.problems:
+            out_console.print(f"[red]problem:[/] {escape(problem)}")
+        for pid, reason in report.excluded.items():
+            out_console.print(f"excluded {escape(pid)}: {escape(reason)}")
+        out_console.print("[green]usable[/]" if report.usable else "[red]not usable for this study[/]")
+    if not report.usable:
+        raise typer.Exit(1)
