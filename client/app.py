@@ -96,6 +96,7 @@ def train(msg: Message, context: Context) -> Message:
         privacy=privacy,
         sampling_seed=derive_seed(study.study.seed, site.name, server_round, "poisson"),
         noise_seed=site.noise_seed_for(study.study.id, server_round),
+        device=site.device,
     )
     now = datetime.now(UTC).isoformat()
     ledger.append(

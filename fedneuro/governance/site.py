@@ -22,6 +22,7 @@ class SiteConfig(BaseModel):
     bids_root: Path = Field(description="the site's BIDS EEG dataset (read-only)")
     state_dir: Path = Field(description="writable: privacy ledger, noise secret, logs")
     policy: SitePolicy = Field(default_factory=SitePolicy)
+    device: str = Field(default="auto", description="where this site trains: auto (CUDA if present), cpu, cuda, cuda:N")
     noise_seed: int | None = Field(
         default=None,
         description="fixed DP noise seed, for reproducible simulations only; None = a "

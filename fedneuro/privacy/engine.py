@@ -112,13 +112,14 @@ class UnitDPOptimizer:
             self.module = GradSampleModule(module, batch_first=True, loss_reduction="mean")
         except NotImplementedError as error:
             raise DPTrainingError(f"Opacus cannot compute per-sample gradients for this model: {error}") from error
+        device = self.named_parameters[0][1].device
         self.optimizer = DPOptimizer(
             optimizer,
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
             expected_batch_size=expected_units_per_step,  # type: ignore[arg-type]
             loss_reduction="mean",
-            generator=torch.Generator().manual_seed(noise_seed),
+            generator=torch.Generator(device=device).manual_seed(noise_seed),
         )
         self.criterion = nn.CrossEntropyLoss()
 
@@ -130,7 +131,7 @@ class UnitDPOptimizer:
         if n_units == 0:
             # An empty Poisson batch still releases a noisy update (and is accounted).
             for _, p in self.named_parameters:
-                p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
+                p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
         else:
             loss = self.criterion(self.module(inputs), targets)
             loss.backward()
@@ -141,6 +142,7 @@ class UnitDPOptimizer:
         return loss_value
 
     def _average_per_unit(self, groups: torch.Tensor, n_units: int) -> None:
+        groups = groups.to(self.named_parameters[0][1].device)
         counts = torch.bincount(groups, minlength=n_units).clamp(min=1)
         for name, p in self.named_parameters:
             per_window = getattr(p, "grad_sample", None)
@@ -151,7 +153,7 @@ class UnitDPOptimizer:
                     "[model.adapter] targets"
                 )
             shape = (n_units, *p.shape)
-            summed = torch.zeros(shape, dtype=per_window.dtype).index_add_(0, groups, per_window)
+            summed = torch.zeros(shape, dtype=per_window.dtype, device=p.device).index_add_(0, groups, per_window)
             p.grad_sample = summed / counts.view(-1, *([1] * p.dim())).to(summed.dtype)
 
     def _check_moved(self, before: list[torch.Tensor]) -> None:

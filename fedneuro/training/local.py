@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from fedneuro.metrics import confusion_counts
+from fedneuro.models.device import device_plan
 from fedneuro.privacy.engine import DPSchedule, DPTrainingError, UnitDPOptimizer, UnitPoissonSampler, plan_schedule
 from fedneuro.privacy.spec import PrivacySpec
 from fedneuro.training.spec import TrainingSpec
@@ -69,8 +70,12 @@ def train_dp(
     privacy: PrivacySpec,
     sampling_seed: int,
     noise_seed: int,
+    device: str = "cpu",
 ) -> LocalTrainResult:
     """Train ``model``'s trainable parameters in place with unit-level DP-SGD.
+
+    ``device`` ("cpu", "cuda", "auto", …) is where the model trains, in fp32: clipping norms
+    come from per-sample gradients, which bf16 would distort.
 
     ``participant`` gives each window's participant; with ``privacy.unit == "participant"``
     participants are the sampled, clipped and accounted unit. ``noise_seed`` must be secret
@@ -78,6 +83,8 @@ def train_dp(
     """
     if len(X) == 0:
         raise DPTrainingError("no training windows: the site has no eligible training data")
+    plan = device_plan(device, precision="fp32")
+    plan.prepare(model)
     units = privacy_units(participant, privacy)
     schedule = dp_schedule(participant, training=training, privacy=privacy)
     sampler = UnitPoissonSampler(np.unique(units, return_inverse=True)[1], schedule, seed=sampling_seed)
@@ -111,7 +118,9 @@ def train_dp(
             for _ in range(training.local_epochs * schedule.steps_per_epoch):
                 windows, groups, n_units = sampler.draw()
                 index = torch.from_numpy(windows)
-                loss = engine.step(X_all[index], y_all[index], torch.from_numpy(groups), n_units)
+                loss = engine.step(
+                    plan.to_device(X_all[index]), plan.to_device(y_all[index]), torch.from_numpy(groups), n_units
+                )
                 if loss is None:
                     empty += 1
                 else:
@@ -133,8 +142,9 @@ def train_dp(
 @torch.no_grad()
 def predict_proba(model: nn.Module, X: np.ndarray, *, batch_size: int = 128) -> np.ndarray:
     model.eval()
+    device = next(model.parameters()).device  # wherever training left the model
     outputs = [
-        torch.softmax(model(torch.from_numpy(X[i : i + batch_size])), dim=1).numpy()
+        torch.softmax(model(torch.from_numpy(X[i : i + batch_size]).to(device)).float(), dim=1).cpu().numpy()
         for i in range(0, len(X), batch_size)
     ]
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32)
