@@ -30,3 +30,26 @@ def test_mri_check_lists_bad_images_and_judges_usability(tmp_path: Path) -> None
     unusable = runner.invoke(app, ["data", "check", str(root), "--study", str(default_study_path("mri")), "--json"])
     assert unusable.exit_code == 1
     assert json.loads(unusable.stdout)["usable"] is False
+
+
+def test_a_loose_mri_site_is_read_from_its_recordings_table(tmp_path: Path) -> None:
+    import shutil
+
+    from fedneuro.data.mri import load_site_volumes, mri_cohort
+    from fedneuro.models.registry import get_backbone_preset
+    from fedneuro.study import load_study
+
+    bids = synthesize_mri_site(tmp_path / "bids", DEFAULT_MRI_PROFILES[1], n_participants=6, seed=0)
+    loose = tmp_path / "loose"
+    (loose / "scans").mkdir(parents=True)
+    rows = ["path\tparticipant_id"]
+    for image in sorted(bids.glob("sub-*/anat/*_T1w.nii.gz")):
+        participant = image.name.split("_")[0]
+        shutil.copy(image, loose / "scans" / f"{participant}.nii.gz")
+        rows.append(f"scans/{participant}.nii.gz\t{participant}")
+    (loose / "recordings.tsv").write_text("\n".join(rows) + "\n")
+    shutil.copy(bids / "participants.tsv", loose / "participants.tsv")
+    spec = load_study(default_study_path("mri")).mri
+    cohort = mri_cohort(loose, spec)
+    volumes = load_site_volumes(loose, cohort, get_backbone_preset("mri-resnet-tiny").contract, spec)
+    assert volumes.participant_ids == list(cohort.participant_ids) and volumes.X.shape[1:] == (1, 32, 32, 32)

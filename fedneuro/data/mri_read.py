@@ -398,7 +398,18 @@ def mri_paths_for(bids_root: str | Path, participant_id: str, spec: MRIDataSpec)
     """NIfTI files of ``participant_id`` with ``spec.suffix`` (and its session/task), sorted.
 
     Looks in ``sub-<id>/[ses-<label>/]<anat|func>/`` by file name only: no file is opened.
+    A loose-file site (a ``recordings.tsv`` with ``path`` and ``participant_id`` at its root,
+    as for EEG) lists its NIfTI files there instead.
     """
+    from fedneuro.data.loose import find_recordings_table, read_recordings_table
+
+    table = find_recordings_table(Path(bids_root))
+    if table is not None:
+        return sorted(
+            row.path for row in read_recordings_table(table)
+            if row.participant_id == participant_id and nifti_extension(row.path) is not None
+            and (spec.task is None or row.task == spec.task)
+        )
     sub = _participant_dir(participant_id)
     subdir = Path(bids_root) / sub
     if not subdir.is_dir():
