@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--participants", type=int, default=8, help="participants per step")
     parser.add_argument("--windows", type=int, default=4, help="windows per participant")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--mode", default="ew", choices=["hooks", "functorch", "ew"],
+                        help="Opacus per-sample gradient mode of the DP engine")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -54,7 +56,7 @@ def main() -> None:
         model.train()
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
         engine = UnitDPOptimizer(model, optimizer, noise_multiplier=1.0, max_grad_norm=1.0,
-                                 expected_units_per_step=n_units, noise_seed=0)
+                                 expected_units_per_step=n_units, noise_seed=0, grad_sample_mode=args.mode)
         engines[unit] = (engine, unit_groups, n_units)
     plain.train()
 
@@ -77,6 +79,7 @@ def main() -> None:
     trainable = sum(p.numel() for p in plain.parameters() if p.requires_grad)
     result = {
         "preset": args.preset,
+        "grad_sample_mode": args.mode,
         "parameters": sum(p.numel() for p in plain.parameters()),
         "trainable_parameters": trainable,
         "batch": {"participants": args.participants, "windows_per_participant": args.windows},

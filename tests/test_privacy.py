@@ -208,3 +208,41 @@ def test_a_batchnorm_that_mixes_participants_is_refused() -> None:
     with pytest.raises(DPTrainingError, match=r"normalises over the batch \(1\).*use GroupNorm"):
         UnitDPOptimizer(model, torch.optim.SGD(model[3].parameters(), lr=0.1), noise_multiplier=1.0,
                         max_grad_norm=1.0, expected_units_per_step=2, noise_seed=0)
+
+
+@pytest.mark.parametrize("mode", ["hooks", "ew"])
+@pytest.mark.parametrize("preset", ["biot-tiny", "labram-tiny", "mri-resnet-tiny"])
+def test_per_participant_gradients_equal_the_mean_of_per_window_gradients(preset: str, mode: str) -> None:
+    # Ground truth by brute force: one backward pass per window. BIOT reuses its patch
+    # embedding for every channel, the case where per-sample gradient tricks can go wrong.
+    from fedneuro.models.registry import get_backbone_preset
+
+    model = build_model(ModelSpec(backbone=preset), n_outputs=2, seed=0).module
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    shape = get_backbone_preset(preset).input_shape
+    X = torch.randn(3, *shape, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 1])
+    groups = torch.tensor([0, 0, 1])
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    model.train()
+    expected = []
+    for i in range(3):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(X[i : i + 1]), y[i : i + 1]).backward()
+        expected.append([p.grad.detach().clone() for _, p in params])
+    per_unit = [[(a + b) / 2 for a, b in zip(expected[0], expected[1])], expected[2]]
+    model.zero_grad()
+    engine = UnitDPOptimizer(model, torch.optim.SGD([p for _, p in params], lr=0.1), noise_multiplier=1.0,
+                             max_grad_norm=1.0, expected_units_per_step=2, noise_seed=0, grad_sample_mode=mode)
+    torch.nn.functional.cross_entropy(engine.module(X), y).backward()
+    engine._average_per_unit(groups, 2)
+    for k, (name, p) in enumerate(params):
+        for unit in (0, 1):
+            torch.testing.assert_close(p.grad_sample[unit], per_unit[unit][k], rtol=1e-4, atol=1e-6, msg=name)
+    engine.close()

@@ -11,10 +11,12 @@ the participant sampling rate q. Window-level DP is the special case "one window
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from opacus import GradSampleModule
+from opacus.grad_sample import GradSampleModuleExpandedWeights
 from opacus.optimizers import DPOptimizer
 from opacus.validators import ModuleValidator
 from torch import nn
@@ -90,6 +92,7 @@ class UnitDPOptimizer:
         max_grad_norm: float,
         expected_units_per_step: float,
         noise_seed: int,
+        grad_sample_mode: Literal["hooks", "functorch", "ew"] = "ew",
     ) -> None:
         # Opacus validates trainable layers only; a frozen BatchNorm in train mode still mixes
         # the samples of a batch, so one participant's data would leak into another's gradient.
@@ -109,7 +112,12 @@ class UnitDPOptimizer:
         if not self.named_parameters:
             raise DPTrainingError("the model has no trainable parameters")
         try:
-            self.module = GradSampleModule(module, batch_first=True, loss_reduction="mean")
+            if grad_sample_mode == "ew":
+                self.module = GradSampleModuleExpandedWeights(module, batch_first=True, loss_reduction="mean")
+            else:
+                self.module = GradSampleModule(
+                    module, batch_first=True, loss_reduction="mean", force_functorch=grad_sample_mode == "functorch"
+                )
         except NotImplementedError as error:
             raise DPTrainingError(f"Opacus cannot compute per-sample gradients for this model: {error}") from error
         device = self.named_parameters[0][1].device
@@ -167,4 +175,6 @@ class UnitDPOptimizer:
 
     def close(self) -> None:
         """Remove Opacus's hooks so the module can be reused (next round, evaluation)."""
-        self.module._close()
+        close = getattr(self.module, "_close", None)  # expanded weights register no hooks
+        if close is not None:
+            close()
