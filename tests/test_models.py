@@ -182,3 +182,22 @@ def test_local_weights_load_strictly_and_are_hashed(tmp_path) -> None:
         build_model(ModelSpec(backbone="biot-tiny", weights=partial), n_outputs=2, seed=0)
     with pytest.raises(WeightsError, match="does not exist"):
         build_model(ModelSpec(backbone="biot-tiny", weights=tmp_path / "none.pt"), n_outputs=2, seed=0)
+
+
+def test_weights_from_a_model_directory_with_wrapped_keys(tmp_path) -> None:
+    preset = get_backbone_preset("biot-tiny")
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        donor = preset.build(preset, 2)
+    directory = tmp_path / "pretrained-biot"
+    directory.mkdir()
+    # As saved from a DataParallel / Lightning wrapper: every key prefixed.
+    save_file({f"module.{k}": v.contiguous() for k, v in donor.state_dict().items()}, str(directory / "model.safetensors"))
+    model = build_model(ModelSpec(backbone="biot-tiny", weights=directory), n_outputs=2, seed=0)
+    loaded = dict(model.module.named_parameters())
+    key = next(k for k in loaded if k.endswith("to_q.base_layer.weight"))
+    assert torch.equal(loaded[key], donor.state_dict()[key.replace("base_model.model.", "").replace(".base_layer", "")])
+    empty = tmp_path / "empty-dir"
+    empty.mkdir()
+    with pytest.raises(WeightsError, match="holds none of model.safetensors"):
+        build_model(ModelSpec(backbone="biot-tiny", weights=empty), n_outputs=2, seed=0)

@@ -21,6 +21,37 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Files a braindecode / Hugging Face style model directory keeps its weights in, by preference.
+_DIRECTORY_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth")
+# Prefixes training wrappers add to every key (DataParallel, Lightning, encoder exports).
+_WRAPPER_PREFIXES = ("module.", "model.", "backbone.", "encoder.")
+
+
+def resolve_weights_file(path: Path) -> Path:
+    """A weights file, or the weights file inside a local model directory."""
+    if path.is_dir():
+        for name in _DIRECTORY_WEIGHTS:
+            if (path / name).is_file():
+                return path / name
+        raise WeightsError(
+            f"model directory {path} holds none of {', '.join(_DIRECTORY_WEIGHTS)}: point "
+            "[model] weights at the weights file itself"
+        )
+    return path
+
+
+def remap_keys(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+    """Strip one wrapper prefix shared by every key when that makes the keys match."""
+    if set(state) & expected:
+        return state
+    for prefix in _WRAPPER_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            stripped = {k[len(prefix):]: v for k, v in state.items()}
+            if set(stripped) & expected:
+                return stripped
+    return state
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a .safetensors file or a PyTorch state dict (.pt/.pth/.bin), never executing code."""
     if not path.is_file():
@@ -51,8 +82,9 @@ def load_backbone_weights(backbone: nn.Module, path: Path, *, skip_prefixes: tup
     def skipped(key: str) -> bool:
         return any(key == p or key.startswith(p + ".") for p in skip_prefixes)
 
-    state = {k: v for k, v in read_state_dict(path).items() if not skipped(k)}
+    path = resolve_weights_file(path)
     expected = {k: v for k, v in backbone.state_dict().items() if not skipped(k)}
+    state = {k: v for k, v in remap_keys(read_state_dict(path), set(backbone.state_dict())).items() if not skipped(k)}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = sorted(
