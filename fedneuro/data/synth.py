@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from fedneuro.atomic import swap_dir_into_place, write_text_atomic
 from fedneuro.data.synth_cohort import diagnoses_and_consent, participant_id
 
 if TYPE_CHECKING:
@@ -407,12 +408,6 @@ def _participants(rng: np.random.Generator, n: int) -> list[dict[str, str]]:
     return rows
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _rewrite_participants(root: Path, rows: list[dict[str, str]]) -> None:
     """Merge our columns into mne-bids' participants.tsv/.json, keeping its columns."""
     tsv = root / "participants.tsv"
@@ -426,7 +421,7 @@ def _rewrite_participants(root: Path, rows: list[dict[str, str]]) -> None:
         merged.update(existing.get(row["participant_id"], {}))
         merged.update(row)
         out.append("\t".join(merged[c] for c in columns))
-    _write_text_atomic(tsv, "\n".join(out) + "\n")
+    write_text_atomic(tsv, "\n".join(out) + "\n")
 
     sidecar = root / "participants.json"
     meta = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.exists() else {}
@@ -438,7 +433,7 @@ def _rewrite_participants(root: Path, rows: list[dict[str, str]]) -> None:
         "Description": "Consent to use the recording for federated model training",
         "Levels": {"yes": "consented", "no": "refused", "withdrawn": "consent withdrawn"},
     }
-    _write_text_atomic(sidecar, json.dumps(meta, indent=4) + "\n")
+    write_text_atomic(sidecar, json.dumps(meta, indent=4) + "\n")
 
 
 # --------------------------------------------------------------------------- public API
@@ -563,7 +558,7 @@ def synthesize_site(
             _rewrite_participants(tmp, rows)
         else:
             _write_loose_tables(tmp, rows, recordings)
-        _swap_into_place(tmp, final)
+        swap_dir_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -642,22 +637,7 @@ def _write_loose_tables(
     for name, table in (("participants.tsv", rows), ("recordings.tsv", recordings)):
         columns = list(table[0])
         lines = ["\t".join(columns)] + ["\t".join(r[c] for c in columns) for r in table]
-        _write_text_atomic(root / name, "\n".join(lines) + "\n")
-
-
-def _swap_into_place(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``, replacing an existing dataset only once ``tmp`` is whole."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    had_old = final.exists()
-    if had_old:
-        os.replace(final, old)
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        if had_old:
-            os.replace(old, final)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+        write_text_atomic(root / name, "\n".join(lines) + "\n")
 
 
 def _site_profiles(n_sites: int, profiles: Sequence[SiteProfile]) -> list[SiteProfile]:

@@ -27,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 
+from fedneuro.atomic import swap_dir_into_place
 from fedneuro.data.synth_cohort import diagnoses_and_consent, participant_id
 
 __all__ = [
@@ -390,21 +391,6 @@ def _sidecar(profile: MRISiteProfile) -> dict[str, object]:
     }
 
 
-def _swap_into_place(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``, replacing an existing dataset only once ``tmp`` is whole."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    had_old = final.exists()
-    if had_old:
-        os.replace(final, old)
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        if had_old:
-            os.replace(old, final)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _check_n(name: str, value: int, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(
@@ -469,7 +455,7 @@ def synthesize_mri_site(
                      "MagneticFieldStrength": profile.field_strength_t},
                 )
         _write_metadata(tmp, profile, rows)
-        _swap_into_place(tmp, final)
+        swap_dir_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fedneuro.atomic import write_text_atomic
 from fedneuro.governance.site import SiteConfig
 
 LAUNCH_ENV = "FEDNEURO_LAUNCH"
@@ -32,10 +33,7 @@ class Launch(BaseModel):
 
 
 def write_launch(launch: Launch, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(launch.model_dump_json(indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, launch.model_dump_json(indent=2))
 
 
 def read_launch(path: str | Path | None = None) -> Launch:

@@ -13,17 +13,8 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from fedneuro import __version__
+from fedneuro.atomic import write_text_atomic
 from fedneuro.federation.rounds import RoundReport
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def save_adapter(path: Path, state: Mapping[str, np.ndarray], provenance: Mapping[str, Any]) -> None:
@@ -36,7 +27,7 @@ def save_adapter(path: Path, state: Mapping[str, np.ndarray], provenance: Mappin
         metadata={"provenance": json.dumps(provenance, sort_keys=True)},
     )
     os.replace(tmp, path)
-    atomic_write_text(path.with_suffix(".json"), json.dumps(provenance, indent=2, sort_keys=True))
+    write_text_atomic(path.with_suffix(".json"), json.dumps(provenance, indent=2, sort_keys=True))
 
 
 class StudyRecord:
@@ -93,7 +84,7 @@ class StudyRecord:
         }
 
     def write(self, *, status: str, wall_time_s: float) -> None:
-        atomic_write_text(
+        write_text_atomic(
             self.summary_path,
             json.dumps(self.summary(status=status, wall_time_s=wall_time_s), indent=2, allow_nan=False, default=_nan_to_none),
         )

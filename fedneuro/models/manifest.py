@@ -161,7 +161,7 @@ class TensorManifest(BaseModel):
             raise ExchangeError(
                 f"model mismatch between {local} and {remote} ({len(problems)} difference(s)):\n  "
                 + "\n  ".join(problems)
-                + f"\nBoth ends must build the model from the same study file ([model] backbone, "
+                + "\nBoth ends must build the model from the same study file ([model] backbone, "
                 "weights, [model.adapter], [data] classes, [study] seed) and fedneuro version."
             )
 
