@@ -74,11 +74,11 @@ def test_unusable_inputs_are_reported(setup: dict[str, Path]) -> None:
         predict_recordings(model, setup["tmp"] / "empty")
 
 
-def test_mri_model_is_refused_by_eeg_predict(tmp_path: Path, setup: dict[str, Path]) -> None:
+def test_mri_model_on_an_eeg_dataset_finds_no_images(tmp_path: Path, setup: dict[str, Path]) -> None:
     study, _ = make_study(tmp_path, "mri-vit-tiny")
     adapter = tmp_path / "a.safetensors"
     save_trained_adapter(study, adapter)
-    with pytest.raises(ModelFileError, match="takes MRI volumes .*EEG recordings only"):
+    with pytest.raises(PredictInputError, match="no T1w images found under"):
         predict_recordings(load_study_model(study, adapter), setup["site"])
 
 
@@ -110,3 +110,34 @@ def test_cli_predict_writes_csv_and_json(setup: dict[str, Path]) -> None:
     result = runner.invoke(app, ["predict", "--model", str(setup["model"]), "--input", str(setup["site"]),
                                  "--out", str(out), "--device", "cuda:7"])
     assert result.exit_code == 2 and "'device'" in result.output
+
+
+def test_predict_on_an_mri_site_gives_one_row_per_image_and_reports_bad_files(tmp_path) -> None:
+    import csv
+
+    from safetensors.numpy import save_file as save_numpy
+    from typer.testing import CliRunner
+
+    from fedneuro.cli.main import app as cli
+    from fedneuro.data.synth_mri import DEFAULT_MRI_PROFILES, synthesize_mri_site
+    from fedneuro.models.exchange import trainable_state as adapter_state
+    from fedneuro.study import default_study_path as study_template
+    from fedneuro.study import load_study as read_study
+    from fedneuro.training.site import build_study_model as study_model
+
+    study_path = study_template("mri")
+    adapter = tmp_path / "adapter.safetensors"
+    save_numpy(adapter_state(study_model(read_study(study_path)).module), str(adapter))
+    site = synthesize_mri_site(tmp_path / "mri", DEFAULT_MRI_PROFILES[0], n_participants=5, seed=0)
+    (site / "sub-002" / "anat" / "sub-002_T1w.nii.gz").write_bytes(b"broken")
+    out = tmp_path / "predictions.csv"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["predict", "--study", str(study_path), "--adapter", str(adapter),
+                                 "--input", str(site), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 5
+    bad = [r for r in rows if r["participant"] == "sub-002"]
+    assert bad and "sub-002_T1w.nii.gz" in bad[0]["error"]
+    good = [r for r in rows if not r["error"]]
+    assert all(abs(float(r["p_normal"]) + float(r["p_abnormal"]) - 1) < 1e-4 for r in good) and len(good) == 4

@@ -1,4 +1,4 @@
-"""Run a trained model on EEG recordings: per-recording class probabilities.
+"""Run a trained model on EEG recordings or MRI images: per-recording class probabilities.
 
 The model is an exported model directory (:func:`fedneuro.models.export.load_model_dir`) or
 a study file plus its trained adapter (merged in memory). Every recording of a BIDS dataset
@@ -139,10 +139,7 @@ def predict_recordings(
     card = model.card
     contract = card.contract
     if not isinstance(contract, InputContract):
-        raise ModelFileError(
-            f"model {model.source} takes MRI volumes ({card.preset}); `fedneuro predict` reads EEG "
-            "recordings only"
-        )
+        return _predict_images(model, Path(source), device=device, batch_size=batch_size)
     if card.data is None:
         raise ModelFileError(f"model {model.source} has no [data] section in its card: export it again from the study")
     source = Path(source)
@@ -170,6 +167,59 @@ def predict_recordings(
         mean = predict_proba(model.module, X, plan=plan, batch_size=batch_size).mean(axis=0)
         rows.append(RecordingPrediction(
             recording=name, participant=participant, n_windows=len(X),
+            probabilities={c: float(p) for c, p in zip(card.class_names, mean)},
+            predicted=card.class_names[int(np.argmax(mean))],
+        ))
+    return rows
+
+
+def _images(model: LoadedModel, source: Path) -> list[Path]:
+    """NIfTI files under ``source``: one file, a BIDS dataset, or a loose site's recordings.tsv."""
+    from fedneuro.data.loose import find_recordings_table
+    from fedneuro.data.mri_read import mri_paths_for, nifti_extension
+
+    assert model.card.mri is not None
+    if source.is_file():
+        return [source]
+    if find_recordings_table(source) is not None:
+        from fedneuro.data.loose import read_recordings_table
+
+        participants = sorted({row.participant_id for row in read_recordings_table(find_recordings_table(source))})  # type: ignore[arg-type]
+    else:
+        participants = sorted(p.name for p in source.glob("sub-*") if p.is_dir())
+    images = [path for pid in participants for path in mri_paths_for(source, pid, model.card.mri)]
+    if not images:
+        raise PredictInputError(
+            f"no {model.card.mri.suffix} images found under {source}: expected a BIDS dataset "
+            "(sub-*/anat/*_T1w.nii.gz, …), a recordings.tsv listing NIfTI files, or a .nii/.nii.gz file"
+        )
+    return [p for p in images if nifti_extension(p) is not None]
+
+
+def _predict_images(model: LoadedModel, source: Path, *, device: str, batch_size: int) -> list[RecordingPrediction]:
+    """MRI: harmonise each image to the encoder's grid and predict it (one or more samples)."""
+    from fedneuro.data.mri import load_volume_file
+    from fedneuro.models.device import device_plan, predict_proba
+
+    card = model.card
+    if card.mri is None:
+        raise ModelFileError(f"model {model.source} has no [mri] section in its card: export it again from the study")
+    if not source.exists():
+        raise PredictInputError(f"input {source} does not exist: give a BIDS dataset folder or a NIfTI file")
+    plan = device_plan(device)
+    plan.prepare(model.module)
+    rows: list[RecordingPrediction] = []
+    for path in _images(model, source):
+        participant = _participant_of(path)
+        try:
+            X, _ = load_volume_file(path, card.contract, card.mri)  # type: ignore[arg-type]
+        except (ValueError, OSError) as error:  # MRIFileError is a ValueError
+            rows.append(RecordingPrediction(recording=str(path), participant=participant, n_windows=0,
+                                            probabilities={}, predicted=None, error=str(error)))
+            continue
+        mean = predict_proba(model.module, X, plan=plan, batch_size=batch_size).mean(axis=0)
+        rows.append(RecordingPrediction(
+            recording=str(path), participant=participant, n_windows=len(X),
             probabilities={c: float(p) for c, p in zip(card.class_names, mean)},
             predicted=card.class_names[int(np.argmax(mean))],
         ))
