@@ -97,6 +97,7 @@ def train(msg: Message, context: Context) -> Message:
         sampling_seed=derive_seed(study.study.seed, site.name, server_round, "poisson"),
         noise_seed=site.noise_seed_for(study.study.id, server_round),
         device=site.device,
+        proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)),
     )
     now = datetime.now(UTC).isoformat()
     ledger.append(

@@ -7,12 +7,12 @@ import time
 
 from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg
 
 from fedneuro.federation.codec import decode_arrays, encode_arrays
 from fedneuro.federation.launch import read_launch
 from fedneuro.federation.results import StudyRecord, save_adapter
 from fedneuro.federation.rounds import RoundReport, run_rounds
+from fedneuro.federation.strategies import build_strategy
 from fedneuro.models.exchange import exchange_manifest, trainable_state
 from fedneuro.study import load_study
 from fedneuro.training.site import build_study_model
@@ -79,13 +79,7 @@ def main(grid: Grid, context: Context) -> None:
                     report.round, study.federation.rounds, report.balanced_accuracy,
                     report.participant_balanced_accuracy, eps, report.wall_time_s)
 
-    strategy = FedAvg(
-        fraction_train=1.0,
-        fraction_evaluate=1.0,
-        min_train_nodes=min_sites,
-        min_evaluate_nodes=min_sites,
-        min_available_nodes=min_sites,
-    )
+    strategy = build_strategy(study.federation, min_sites=min_sites)
     try:
         run_rounds(
             grid,
@@ -97,6 +91,7 @@ def main(grid: Grid, context: Context) -> None:
             min_sites=min_sites,
             connect_timeout_s=study.federation.connect_timeout_s,
             round_timeout_s=study.federation.round_timeout_s,
+            max_update_norm=study.federation.max_update_norm,
             on_round_end=on_round_end,
         )
     except Exception:

@@ -94,3 +94,49 @@ def test_the_wait_for_sites_is_bounded(setup) -> None:
     configs, kwargs = setup
     with pytest.raises(FederationTimeout, match="only 1 of 2 sites connected within 1 s"):
         run_rounds(InProcessGrid({1: configs[1]}), _strategy(), on_round_end=lambda r, a: None, **kwargs)
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "fedprox", "fedadam", "fedyogi", "trimmed-mean", "multikrum"])
+def test_every_strategy_runs_a_round_over_adapter_tensors(setup, strategy: str) -> None:
+    from fedneuro.federation.spec import FederationSpec
+    from fedneuro.federation.strategies import build_strategy, registered_strategies
+
+    assert strategy in registered_strategies()
+    configs, kwargs = setup
+    spec = FederationSpec(strategy=strategy, byzantine_sites=0, proximal_mu=0.5)
+    grid = InProcessGrid(configs)
+    final = run_rounds(grid, build_strategy(spec, min_sites=2), on_round_end=lambda r, a: None, **kwargs)
+    initial = decode_arrays(kwargs["initial_arrays"])
+    moved = decode_arrays(final)
+    assert set(moved) == set(initial) and any(not np.allclose(moved[k], initial[k]) for k in initial)
+    sent = grid.replies[0][0]
+    assert sent.content["metrics"]["epsilon"] > 0
+
+
+def test_fedprox_sends_mu_and_the_site_stays_closer_to_the_global_model(setup) -> None:
+    from fedneuro.federation.strategies import build_strategy
+    from fedneuro.federation.spec import FederationSpec
+    from fedneuro.federation.rounds import update_norm
+
+    configs, kwargs = setup
+    distances = {}
+    for mu in (0.0, 5.0):
+        grid = InProcessGrid({1: configs[1], 2: configs[2]})
+        strategy = build_strategy(FederationSpec(strategy="fedprox", proximal_mu=mu), min_sites=2)
+        run_rounds(grid, strategy, on_round_end=lambda r, a: None, **kwargs)
+        distances[mu] = update_norm(decode_arrays(grid.replies[0][0].content["arrays"]), decode_arrays(kwargs["initial_arrays"]))
+    assert distances[5.0] < distances[0.0]
+
+
+def test_an_update_beyond_the_norm_bound_is_rejected_and_named(setup) -> None:
+    configs, kwargs = setup
+    reports = []
+    with pytest.raises(FederationError, match=r"hospital-\w: update rejected: its distance from the global model is .* above max_update_norm 1e-06"):
+        run_rounds(InProcessGrid(configs), _strategy(), on_round_end=lambda r, a: reports.append(r),
+                   max_update_norm=1e-6, **kwargs)
+    # With one site allowed to fail, the round proceeds with the other and records the rejection.
+    configs3 = dict(configs)
+    kwargs1 = {**kwargs, "min_sites": 1}
+    run_rounds(InProcessGrid(configs3), FedAvg(min_train_nodes=1, min_evaluate_nodes=1, min_available_nodes=1),
+               on_round_end=lambda r, a: reports.append(r), max_update_norm=1e9, **kwargs1)
+    assert reports[-1].failures == []

@@ -18,7 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedneuro.federation.codec import decode_arrays, payload_bytes
+from fedneuro.federation.codec import decode_arrays, encode_arrays, payload_bytes
 from fedneuro.metrics import balanced_accuracy
 from fedneuro.models.manifest import ExchangeError, TensorManifest
 
@@ -104,6 +104,7 @@ def run_rounds(
     connect_timeout_s: float,
     round_timeout_s: float,
     on_round_end: Callable[[RoundReport, ArrayRecord], None],
+    max_update_norm: float | None = None,
     first_round: int = 1,
 ) -> ArrayRecord:
     """Train and evaluate ``rounds`` rounds; return the final global arrays."""
@@ -128,10 +129,16 @@ def run_rounds(
                                 f"{str(claimed)[:12]}…, expected {manifest.digest()[:12]}…)")
                 continue
             try:
-                decode_arrays(reply.content["arrays"], manifest, source=f"update from {name}")
+                update = decode_arrays(reply.content["arrays"], manifest, source=f"update from {name}")
             except (ExchangeError, KeyError) as error:
                 failures.append(f"{name}: update rejected: {error}")
                 continue
+            if max_update_norm is not None:
+                distance = update_norm(update, decode_arrays(arrays))
+                if distance > max_update_norm:
+                    failures.append(f"{name}: update rejected: its distance from the global model is "
+                                    f"{distance:.4g}, above max_update_norm {max_update_norm:g}")
+                    continue
             metrics = reply.content["metrics"]
             reports[name] = SiteRoundReport(
                 site=name,
@@ -155,7 +162,7 @@ def run_rounds(
         new_arrays, _ = strategy.aggregate_train(server_round, accepted)
         if new_arrays is None:
             raise FederationError(f"round {server_round}: aggregation produced no model")
-        arrays = new_arrays
+        arrays = conform_to_manifest(new_arrays, manifest)
 
         eval_replies = _send(grid, strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(base_config)), grid), round_timeout_s)
         window_confusions, participant_confusions = [], []
@@ -185,6 +192,20 @@ def run_rounds(
         )
         on_round_end(round_report, arrays)
     return arrays
+
+
+def conform_to_manifest(record: ArrayRecord, manifest: TensorManifest) -> ArrayRecord:
+    """The aggregate in the manifest's dtypes (server optimisers such as FedAdam compute in
+    float64), checked against the manifest before it is sent anywhere."""
+    dtypes = {t.name: np.dtype(t.dtype) for t in manifest.tensors}
+    state = {name: np.asarray(value).astype(dtypes[name], copy=False) for name, value in decode_arrays(record).items() if name in dtypes}
+    manifest.check(state, source="aggregated model")
+    return encode_arrays(state)
+
+
+def update_norm(update: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
+    """L2 norm of ``update - reference`` over every exchanged tensor."""
+    return float(np.sqrt(sum(float(np.sum((update[k].astype(np.float64) - reference[k]) ** 2)) for k in reference)))
 
 
 def _send(grid: Grid, messages: object, timeout_s: float) -> list[Message]:

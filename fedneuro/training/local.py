@@ -71,11 +71,14 @@ def train_dp(
     sampling_seed: int,
     noise_seed: int,
     device: str = "cpu",
+    proximal_mu: float = 0.0,
 ) -> LocalTrainResult:
     """Train ``model``'s trainable parameters in place with unit-level DP-SGD.
 
     ``device`` ("cpu", "cuda", "auto", …) is where the model trains, in fp32: clipping norms
-    come from per-sample gradients, which bf16 would distort.
+    come from per-sample gradients, which bf16 would distort. ``proximal_mu`` > 0 (FedProx)
+    pulls the weights towards the model the round started from after every DP step; that
+    pull depends on no data, so it costs no privacy.
 
     ``participant`` gives each window's participant; with ``privacy.unit == "participant"``
     participants are the sampled, clipped and accounted unit. ``noise_seed`` must be secret
@@ -97,6 +100,7 @@ def train_dp(
             parameters, lr=training.learning_rate, momentum=training.momentum, weight_decay=training.weight_decay
         )
     X_all, y_all = torch.from_numpy(X), torch.from_numpy(np.asarray(y, dtype=np.int64))
+    start = [p.detach().clone() for p in parameters] if proximal_mu > 0 else []
     losses: list[float] = []
     empty = 0
     # Dropout draws from torch's global RNG: fork and seed it, so training is reproducible by
@@ -125,6 +129,10 @@ def train_dp(
                     empty += 1
                 else:
                     losses.append(loss)
+                if start:  # gradient step on (mu/2)·||w - w_start||²
+                    with torch.no_grad():
+                        for p, w0 in zip(parameters, start):
+                            p.sub_(training.learning_rate * proximal_mu * (p - w0))
         finally:
             engine.close()
     model.eval()
