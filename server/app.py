@@ -8,6 +8,7 @@ import time
 from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedneuro.federation.checkpoint import load_checkpoint, restore_random_state, restore_strategy, save_checkpoint
 from fedneuro.federation.codec import decode_arrays, encode_arrays
 from fedneuro.federation.launch import read_launch
 from fedneuro.federation.results import StudyRecord, save_adapter
@@ -30,6 +31,7 @@ def main(grid: Grid, context: Context) -> None:
     manifest = exchange_manifest(model)
     initial = trainable_state(model.module)
     n_sites = len(launch.sites)
+    checkpoint_dir = launch.out_dir / "checkpoint"
     min_sites = study.federation.min_sites or n_sites
     backbone_bytes = sum(p.numel() * p.element_size() for p in model.module.parameters()) - manifest.nbytes
     record = StudyRecord(
@@ -73,6 +75,16 @@ def main(grid: Grid, context: Context) -> None:
                 "tensor_manifest_sha256": manifest.digest(),
             },
         )
+        save_checkpoint(
+            checkpoint_dir,
+            study_id=study.study.id,
+            study_digest=study.digest(),
+            manifest_digest=manifest.digest(),
+            completed_round=report.round,
+            rounds=record.rounds,
+            arrays=state,
+            strategy=strategy,
+        )
         record.write(status="running", wall_time_s=time.monotonic() - started)
         eps = ", ".join(f"{n} ε={s.epsilon:.2f}" for n, s in sorted(report.sites.items()))
         logger.info("round %d/%d: balanced accuracy %.3f (participants %.3f) | %s | %.1f s",
@@ -80,14 +92,28 @@ def main(grid: Grid, context: Context) -> None:
                     report.participant_balanced_accuracy, eps, report.wall_time_s)
 
     strategy = build_strategy(study.federation, min_sites=min_sites)
+    first_round = 1
+    if launch.resume:
+        state, arrays, strategy_state = load_checkpoint(
+            checkpoint_dir, study_digest=study.digest(), manifest_digest=manifest.digest()
+        )
+        restore_strategy(strategy, strategy_state)
+        restore_random_state(state)
+        initial, first_round, record.rounds = arrays, state.completed_round + 1, state.rounds
+        logger.info("resuming study %s after round %d", study.study.id, state.completed_round)
+    remaining = study.federation.rounds - first_round + 1
+    if remaining <= 0:
+        record.write(status="completed", wall_time_s=time.monotonic() - started)
+        return
     try:
         run_rounds(
             grid,
             strategy,
+            first_round=first_round,
             initial_arrays=encode_arrays(initial),
             manifest=manifest,
             base_config=ConfigRecord({"study": study.to_json(), "manifest": manifest.to_json()}),
-            rounds=study.federation.rounds,
+            rounds=remaining,
             min_sites=min_sites,
             connect_timeout_s=study.federation.connect_timeout_s,
             round_timeout_s=study.federation.round_timeout_s,

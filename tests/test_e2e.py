@@ -69,6 +69,12 @@ def test_simulated_consortium_learns_with_dp(tmp_path: Path) -> None:
     final = load_file(summary["global_adapter"])
     assert set(final) == set(initial)
     assert any(not np.allclose(final[k], initial[k]) for k in initial)
+    # The run left a checkpoint: running again needs --resume, which finds nothing left to do.
+    again = _run(args, 120)
+    assert again.returncode == 2 and "pass --resume to continue it" in again.stderr
+    resumed = _run([*args, "--resume"], 300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout)["rounds"] == summary["rounds"]
 
 
 def test_mri_demo_learns_through_the_same_federation(tmp_path: Path) -> None:

@@ -140,3 +140,56 @@ def test_an_update_beyond_the_norm_bound_is_rejected_and_named(setup) -> None:
     run_rounds(InProcessGrid(configs3), FedAvg(min_train_nodes=1, min_evaluate_nodes=1, min_available_nodes=1),
                on_round_end=lambda r, a: reports.append(r), max_update_norm=1e9, **kwargs1)
     assert reports[-1].failures == []
+
+
+def test_a_resumed_study_ends_with_the_same_adapter_as_an_uninterrupted_one(setup, tmp_path) -> None:
+    from fedneuro.federation.checkpoint import (
+        CheckpointError,
+        load_checkpoint,
+        restore_random_state,
+        restore_strategy,
+        save_checkpoint,
+    )
+    from fedneuro.federation.spec import FederationSpec
+    from fedneuro.federation.strategies import build_strategy
+
+    configs, kwargs = setup
+    spec = FederationSpec(strategy="fedadam")  # carries optimiser state between rounds
+    manifest = kwargs["manifest"]
+
+    def fresh_sites(name: str) -> dict[int, Path]:
+        # New state dirs: each run's sites start with empty ledgers, as at a real fresh start.
+        out = {}
+        for node, path in configs.items():
+            site = json.loads(path.read_text())
+            site["state_dir"] = str(tmp_path / name / site["name"])
+            out[node] = tmp_path / f"{name}-{node}.json"
+            out[node].write_text(json.dumps(site))
+        return out
+
+    straight = run_rounds(InProcessGrid(fresh_sites("straight")), build_strategy(spec, min_sites=2),
+                          on_round_end=lambda r, a: None, **{**kwargs, "rounds": 2})
+
+    sites = fresh_sites("interrupted")
+    first = build_strategy(spec, min_sites=2)
+
+    def checkpoint(report, arrays) -> None:  # what the ServerApp does after every round
+        save_checkpoint(tmp_path / "ckpt", study_id="s", study_digest="d", manifest_digest=manifest.digest(),
+                        completed_round=report.round, rounds=[], arrays=decode_arrays(arrays), strategy=first)
+
+    run_rounds(InProcessGrid(sites), first, on_round_end=checkpoint, **{**kwargs, "rounds": 1})
+    state, arrays, strategy_state = load_checkpoint(tmp_path / "ckpt", study_digest="d", manifest_digest=manifest.digest())
+    assert state.completed_round == 1 and set(strategy_state) == {"m_t", "v_t"}
+    second = build_strategy(spec, min_sites=2)  # a new coordinator process
+    restore_strategy(second, strategy_state)
+    restore_random_state(state)
+    resumed = run_rounds(InProcessGrid(sites), second, on_round_end=lambda r, a: None,
+                         **{**kwargs, "rounds": 1, "initial_arrays": encode_arrays(arrays)}, first_round=2)
+    a, b = decode_arrays(straight), decode_arrays(resumed)
+    assert all(np.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
+
+    with pytest.raises(CheckpointError, match="another version of study"):
+        load_checkpoint(tmp_path / "ckpt", study_digest="other", manifest_digest=manifest.digest())
+    (tmp_path / "ckpt" / "arrays.safetensors").write_bytes(b"torn write")
+    with pytest.raises(CheckpointError, match="does not match .*state.json"):
+        load_checkpoint(tmp_path / "ckpt", study_digest="d", manifest_digest=manifest.digest())

@@ -32,6 +32,7 @@ def simulate(
     site_policy: Path | None = typer.Option(
         None, "--site-policy", help="site policy (TOML: privacy budgets) applied to every simulated site"
     ),
+    resume: bool = typer.Option(False, "--resume", help="continue after the last completed round in --out"),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Run the study's federation over existing BIDS EEG datasets, one simulated site each."""
@@ -40,7 +41,13 @@ def simulate(
         study = load_study(study_path)
     sites = [parse_site(s) for s in site]
     policy = load_site_policy(site_policy) if site_policy else None
-    summary = run_simulated_study(study_path, study, sites, out, policy=policy)
+    checkpoint = out / "checkpoint" / "state.json"
+    if resume and not checkpoint.is_file():
+        fail(f"nothing to resume: {checkpoint} does not exist (no round of this run completed)")
+    if checkpoint.is_file() and not resume:
+        fail(f"{out} holds a run of this study up to a checkpoint: pass --resume to continue it, "
+             "or choose another --out")
+    summary = run_simulated_study(study_path, study, sites, out, policy=policy, resume=resume)
     report(summary, json_output)
 
 
@@ -101,7 +108,13 @@ def load_site_policy(path: Path) -> SitePolicy:
 
 
 def run_simulated_study(
-    study_path: Path, study: Study, sites: list[tuple[str, Path]], out: Path, *, policy: SitePolicy | None = None
+    study_path: Path,
+    study: Study,
+    sites: list[tuple[str, Path]],
+    out: Path,
+    *,
+    policy: SitePolicy | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     from fedneuro.federation.launch import Launch
     from fedneuro.federation.simulation import run_local_simulation
@@ -122,6 +135,7 @@ def run_simulated_study(
         launch = Launch(
             study_path=study_path.resolve(),
             out_dir=out,
+            resume=resume,
             sites=[
                 SiteConfig(
                     name=name,

@@ -30,6 +30,7 @@ class Launch(BaseModel):
     study_path: Path
     out_dir: Path
     sites: list[SiteConfig] = Field(description="simulation only: the site of each partition id")
+    resume: bool = Field(default=False, description="continue from the checkpoint in out_dir")
 
 
 def write_launch(launch: Launch, path: Path) -> None:

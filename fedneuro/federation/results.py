@@ -31,12 +31,13 @@ def save_adapter(path: Path, state: Mapping[str, np.ndarray], provenance: Mappin
 
 
 class StudyRecord:
-    """Accumulates round reports and writes ``summary.json`` after every round."""
+    """Accumulates round reports (as JSON-ready dicts, so a resumed run can carry on the
+    earlier rounds) and writes ``summary.json`` after every round."""
 
-    def __init__(self, out_dir: Path, *, header: Mapping[str, Any]) -> None:
+    def __init__(self, out_dir: Path, *, header: Mapping[str, Any], rounds: list[dict[str, Any]] | None = None) -> None:
         self.out_dir = out_dir
         self.header = dict(header)
-        self.rounds: list[RoundReport] = []
+        self.rounds: list[dict[str, Any]] = list(rounds or [])
 
     @property
     def summary_path(self) -> Path:
@@ -47,27 +48,27 @@ class StudyRecord:
         return self.out_dir / "global_adapter.safetensors"
 
     def add(self, report: RoundReport) -> None:
-        self.rounds.append(report)
+        self.rounds.append(_round_dict(report))
 
     def summary(self, *, status: str, wall_time_s: float) -> dict[str, Any]:
         sites: dict[str, dict[str, Any]] = {}
         for report in self.rounds:
-            for name, site in report.sites.items():
+            for name, site in report["sites"].items():
                 entry = sites.setdefault(
                     name, {"bytes_uploaded": 0, "bytes_uploaded_per_round": [], "dp_steps": 0}
                 )
-                entry["bytes_uploaded"] += site.bytes_uploaded
-                entry["bytes_uploaded_per_round"].append(site.bytes_uploaded)
-                entry["dp_steps"] += site.dp_steps
-                if site.num_examples:  # ε and δ are cumulative at the site: keep the latest
-                    entry["epsilon"] = site.epsilon
-                    entry["delta"] = site.delta
-                    entry["epsilon_accountant"] = site.epsilon_accountant
-                    entry["train_windows"] = site.num_examples
-                    entry["privacy_units"] = site.privacy_units
-                entry["balanced_accuracy"] = site.balanced_accuracy
-                entry["test_windows"] = site.test_windows
-                entry["test_participants"] = site.test_participants
+                entry["bytes_uploaded"] += site["bytes_uploaded"]
+                entry["bytes_uploaded_per_round"].append(site["bytes_uploaded"])
+                entry["dp_steps"] += site["dp_steps"]
+                if site["num_examples"]:  # ε and δ are cumulative at the site: keep the latest
+                    entry["epsilon"] = site["epsilon"]
+                    entry["delta"] = site["delta"]
+                    entry["epsilon_accountant"] = site["epsilon_accountant"]
+                    entry["train_windows"] = site["num_examples"]
+                    entry["privacy_units"] = site["privacy_units"]
+                entry["balanced_accuracy"] = site["balanced_accuracy"]
+                entry["test_windows"] = site["test_windows"]
+                entry["test_participants"] = site["test_participants"]
         for entry in sites.values():
             entry.update(self.header.get("privacy_labels", {}))
         final = self.rounds[-1] if self.rounds else None
@@ -75,9 +76,9 @@ class StudyRecord:
             "fedneuro_version": __version__,
             "status": status,
             **{k: v for k, v in self.header.items() if k != "privacy_labels"},
-            "rounds": [_round_dict(r) for r in self.rounds],
-            "final_balanced_accuracy": final.balanced_accuracy if final else None,
-            "final_participant_balanced_accuracy": final.participant_balanced_accuracy if final else None,
+            "rounds": self.rounds,
+            "final_balanced_accuracy": final["balanced_accuracy"] if final else None,
+            "final_participant_balanced_accuracy": final["participant_balanced_accuracy"] if final else None,
             "sites": sites,
             "global_adapter": str(self.adapter_path) if final else None,
             "wall_time_s": wall_time_s,
