@@ -28,6 +28,15 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def partial_dir_for(out_dir: Path, name: str) -> tuple[Path, Path]:
+    """(final folder, empty temporary sibling to build it in) for :func:`swap_dir_into_place`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir / name, tmp
+
+
 def swap_dir_into_place(tmp: Path, final: Path) -> None:
     """Rename the finished folder ``tmp`` to ``final``, replacing an existing one only then."""
     old = final.with_name(f".{final.name}.old-{os.getpid()}")

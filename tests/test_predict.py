@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fedneuro.models.export import ModelFileError, load_model_dir
+from fedneuro.models.export import load_model_dir
 from fedneuro.training.predict import (
     PredictInputError,
     export_study_model,

@@ -22,7 +22,6 @@ import datetime
 import functools
 import json
 import logging
-import os
 import shutil
 import warnings
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from fedneuro.atomic import swap_dir_into_place, write_text_atomic
+from fedneuro.atomic import partial_dir_for, swap_dir_into_place, write_text_atomic
 from fedneuro.data.synth_cohort import diagnoses_and_consent, participant_id
 
 if TYPE_CHECKING:
@@ -507,11 +506,7 @@ def synthesize_site(
             f"Invalid value for the 'task' parameter. Allowed values are {list(TASKS)}, but "
             f"got {task!r} instead."
         )
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / profile.name
-    tmp = out_dir / f".{profile.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    final, tmp = partial_dir_for(out_dir, profile.name)
 
     children = np.random.SeedSequence(seed).spawn(n_participants + 2)
     meta_rng, site_rng = np.random.default_rng(children[0]), np.random.default_rng(children[1])

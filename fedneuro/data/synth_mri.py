@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 
-from fedneuro.atomic import swap_dir_into_place
+from fedneuro.atomic import partial_dir_for, swap_dir_into_place
 from fedneuro.data.synth_cohort import diagnoses_and_consent, participant_id
 
 __all__ = [
@@ -421,11 +420,7 @@ def synthesize_mri_site(
         raise TypeError(
             f"profile must be an MRISiteProfile, got {type(profile).__name__} instead."
         )
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / profile.name
-    tmp = out_dir / f".{profile.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    final, tmp = partial_dir_for(out_dir, profile.name)
     children = np.random.SeedSequence(seed).spawn(n_participants + 1)
     rows = _participants(np.random.default_rng(children[0]), n_participants)
     try:
