@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from fedneuro.atomic import partial_dir_for, swap_dir_into_place, write_text_atomic
-from fedneuro.data.synth_cohort import diagnoses_and_consent, participant_id
+from fedneuro.data.synth_cohort import DUO_CONSENT_COLUMNS, diagnoses_and_consent, duo_consents, participant_id
 
 if TYPE_CHECKING:
     import mne
@@ -389,8 +389,14 @@ def _add_evoked(
 
 
 # --------------------------------------------------------------------------- metadata
-def _participants(rng: np.random.Generator, n: int) -> list[dict[str, str]]:
-    """Balanced, consent-stratified participant metadata."""
+def _participants(
+    rng: np.random.Generator, n: int, consent_rng: np.random.Generator
+) -> list[dict[str, str]]:
+    """Balanced, consent-stratified participant metadata, with DUO consent columns.
+
+    The DUO columns come from their own ``consent_rng``, so ``rng``'s stream (and every
+    column and signal drawn after it) is what it was before they existed.
+    """
     diagnosis, consent = diagnoses_and_consent(rng, n)
     rows = []
     for i in range(n):
@@ -404,6 +410,8 @@ def _participants(rng: np.random.Generator, n: int) -> list[dict[str, str]]:
                 "consent": consent[i],
             }
         )
+    for row, duo in zip(rows, duo_consents(consent_rng, consent)):
+        row.update(duo)
     return rows
 
 
@@ -432,6 +440,7 @@ def _rewrite_participants(root: Path, rows: list[dict[str, str]]) -> None:
         "Description": "Consent to use the recording for federated model training",
         "Levels": {"yes": "consented", "no": "refused", "withdrawn": "consent withdrawn"},
     }
+    meta.update(DUO_CONSENT_COLUMNS)
     write_text_atomic(sidecar, json.dumps(meta, indent=4) + "\n")
 
 
@@ -510,7 +519,7 @@ def synthesize_site(
 
     children = np.random.SeedSequence(seed).spawn(n_participants + 2)
     meta_rng, site_rng = np.random.default_rng(children[0]), np.random.default_rng(children[1])
-    rows = _participants(meta_rng, n_participants)
+    rows = _participants(meta_rng, n_participants, np.random.default_rng([seed, 7331]))
     # Per-electrode mains pick-up is a property of the site's rooms and cables.
     line_uv = site_rng.uniform(1.0, 6.0, size=len(STANDARD_1020_19))
     line_uv[site_rng.integers(len(line_uv))] *= 3.0

@@ -25,3 +25,63 @@ def diagnoses_and_consent(rng: np.random.Generator, n: int) -> tuple[np.ndarray,
 
 def participant_id(index: int, n: int) -> str:
     return f"sub-{index + 1:0{max(3, len(str(n)))}d}"
+
+
+#: Diseases other than the demo's (abnormal EEG) that disease-specific consents name.
+_OTHER_DISEASES = ("MONDO:0005180", "MONDO:0004975", "MONDO:0005098")  # Parkinson's, Alzheimer's, stroke
+_NA = "n/a"
+
+
+def duo_consents(rng: np.random.Generator, consent: list[str]) -> list[dict[str, str]]:
+    """GA4GH DUO consent columns matching ``consent`` ("yes", "no", "withdrawn").
+
+    ``consent_duo`` (terms joined by ``;``), ``consent_date``, ``consent_expiry`` and
+    ``consent_withdrawn`` (n/a when empty). "no" has no consent; "withdrawn" consented (HMB)
+    and later withdrew. Of "yes": mostly HMB, some GRU, HMB;NCU and HMB;IRB, one DS consent
+    on another disease per 20 and, with 10 or more, one consent that has expired, so at
+    least 85 % of them cover health research. Dates are fixed in the past (2016-2024).
+    """
+    yes = [i for i, c in enumerate(consent) if c == "yes"]
+    order = [int(i) for i in rng.permutation(yes)]
+    n_ds = len(yes) // 20
+    ds, expired = set(order[:n_ds]), set(order[n_ds : n_ds + (1 if len(yes) >= 10 else 0)])
+    rows = []
+    for i, status in enumerate(consent):
+        if status == "no":
+            rows.append({"consent_duo": _NA, "consent_date": _NA, "consent_expiry": _NA, "consent_withdrawn": _NA})
+            continue
+        given = _day(rng, "2018-01-01", "2022-12-31")
+        expiry = withdrawn = _NA
+        if status == "withdrawn":
+            terms = "HMB"
+            withdrawn = str(given + np.timedelta64(int(rng.integers(100, 700)), "D"))
+        elif i in ds:
+            terms = f"DS:{_OTHER_DISEASES[int(rng.integers(len(_OTHER_DISEASES)))]}"
+        elif i in expired:
+            given = _day(rng, "2016-01-01", "2017-12-31")
+            terms, expiry = "HMB", str(given + np.timedelta64(5 * 365, "D"))
+        else:
+            u = rng.random()
+            terms = "GRU" if u < 0.1 else "HMB;NCU" if u < 0.2 else "HMB;IRB" if u < 0.25 else "HMB"
+            if rng.random() < 0.1:  # a few time-limited consents, well into the future
+                expiry = str(given + np.timedelta64(int(rng.integers(15, 20)) * 365, "D"))
+        rows.append({"consent_duo": terms, "consent_date": str(given), "consent_expiry": expiry,
+                     "consent_withdrawn": withdrawn})
+    return rows
+
+
+def _day(rng: np.random.Generator, first: str, last: str) -> np.datetime64:
+    start, stop = np.datetime64(first, "D"), np.datetime64(last, "D")
+    return start + np.timedelta64(int(rng.integers(0, int((stop - start).astype(int)) + 1)), "D")
+
+
+#: participants.json descriptions of the columns :func:`duo_consents` writes.
+DUO_CONSENT_COLUMNS = {
+    "consent_duo": {
+        "Description": "Consented data uses as GA4GH Data Use Ontology terms, separated by ';' "
+        "(e.g. HMB, GRU, HMB;NCU, DS:MONDO:0005180); n/a = no consent",
+    },
+    "consent_date": {"Description": "Date the consent was given (YYYY-MM-DD)"},
+    "consent_expiry": {"Description": "Date the consent expires (YYYY-MM-DD); n/a = no expiry"},
+    "consent_withdrawn": {"Description": "Date the consent was withdrawn (YYYY-MM-DD); n/a = not withdrawn"},
+}
