@@ -18,6 +18,14 @@ from flwr.clientapp import ClientApp
 
 from fedneuro.federation.codec import decode_arrays, encode_arrays
 from fedneuro.federation.launch import site_for_node
+from fedneuro.federation.secure_client import (
+    clip_update,
+    is_secure_round,
+    secure_aggregation_mod,
+    secure_round_config,
+    secure_round_global_state,
+    secure_round_reply,
+)
 from fedneuro.governance.site import SiteConfig, derive_seed
 from fedneuro.models.adapters import AdaptedModel
 from fedneuro.models.exchange import check_exchange_manifest, load_trainable_state, trainable_state
@@ -31,7 +39,7 @@ from fedneuro.training.local import planned_round, privacy_units, train_dp
 from fedneuro.training.site import SiteData, build_study_model, prepare_site_data, site_cohort
 
 logger = logging.getLogger("fedneuro.client")
-app = ClientApp()
+app = ClientApp(mods=[secure_aggregation_mod])
 
 # Per process: Ray actors (simulation) serve many messages, so reading and harmonising the
 # site's data and building the model happen once per (site, study).
@@ -51,22 +59,38 @@ def _session(site: SiteConfig, study: Study) -> tuple[SiteData, AdaptedModel]:
     return _SESSIONS[key]
 
 
+def _config(msg: Message) -> dict[str, object]:
+    """The round's configuration: plain rounds carry ``config``, secure rounds ``fitins.config``."""
+    return secure_round_config(msg) if is_secure_round(msg) else dict(msg.content["config"])
+
+
 def _study_from(msg: Message) -> Study:
-    return Study.from_json(str(msg.content["config"]["study"]))
+    return Study.from_json(str(_config(msg)["study"]))
 
 
-def _load_global_model(msg: Message, model: AdaptedModel) -> TensorManifest:
+def _load_global_model(msg: Message, model: AdaptedModel) -> tuple[TensorManifest, dict[str, np.ndarray]]:
     """Refuse a global model built for another backbone, weights, adapter or seed; load it."""
-    manifest = check_exchange_manifest(model, str(msg.content["config"]["manifest"]))
-    load_trainable_state(model.module, decode_arrays(msg.content["arrays"], manifest, source="global model"))
-    return manifest
+    manifest = check_exchange_manifest(model, str(_config(msg)["manifest"]))
+    if is_secure_round(msg):
+        state = secure_round_global_state(msg, manifest)
+    else:
+        state = decode_arrays(msg.content["arrays"], manifest, source="global model")
+    load_trainable_state(model.module, state)
+    return manifest, state
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     site = site_for_node(dict(context.node_config))
     study = _study_from(msg)
-    server_round = int(msg.content["config"]["server-round"])
+    config = _config(msg)
+    server_round = int(config["server-round"])
+    secure = is_secure_round(msg)
+    if site.policy.require_secure_aggregation and not secure:
+        raise PermissionError(
+            f"site {site.name}: this site's policy requires secure aggregation, but round {server_round} "
+            f"of study {study.study.id} asks for a plain update; enable [federation.secure_aggregation]"
+        )
     data, model = _session(site, study)
     privacy = study.privacy
     units = privacy_units(data.train.participant, privacy)
@@ -86,7 +110,7 @@ def train(msg: Message, context: Context) -> Message:
         max_epsilon=site.policy.max_epsilon_per_study,
         max_lifetime_epsilon=site.policy.max_epsilon_lifetime,
     )
-    manifest = _load_global_model(msg, model)
+    manifest, global_state = _load_global_model(msg, model)
     result = train_dp(
         model.module,
         data.train.X,
@@ -97,7 +121,7 @@ def train(msg: Message, context: Context) -> Message:
         sampling_seed=derive_seed(study.study.seed, site.name, server_round, "poisson"),
         noise_seed=site.noise_seed_for(study.study.id, server_round),
         device=site.device,
-        proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)),
+        proximal_mu=float(config.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
     )
     now = datetime.now(UTC).isoformat()
     ledger.append(
@@ -120,6 +144,39 @@ def train(msg: Message, context: Context) -> Message:
     spent = compute_epsilon(ledger_history(ledger.entries(study.study.id)), delta=delta, accountant=privacy.accountant)
     logger.info("site %s round %d: %d DP steps over %d %ss, ε=%.3f (δ=%g, %s)", site.name, server_round,
                 result.steps, result.num_units, privacy.unit, spent.epsilon, delta, spent.accountant)
+    if secure:
+        # The update, clipped here (the coordinator cannot check what it cannot see); the
+        # SecAgg+ mod masks it and removes this plain copy before the reply leaves the site.
+        bound = study.federation.max_update_norm or float("inf")
+        local = trainable_state(model.module)
+        update, norm = clip_update({k: local[k] - global_state[k] for k in global_state}, bound)
+        if norm > bound:
+            logger.info("site %s round %d: update norm %.4g clipped to %g", site.name, server_round, norm, bound)
+        if result.num_examples > study.federation.secure_aggregation.max_weight:
+            raise ValueError(
+                f"site {site.name}: {result.num_examples} training windows exceed the secure-aggregation "
+                f"max_weight {study.federation.secure_aggregation.max_weight:g}; raise "
+                "[federation.secure_aggregation] max_weight in the study"
+            )
+        # SecAgg+ quantises with stochastic rounding from numpy's global generator: seed it so
+        # a run is reproducible (the masks come from the protocol's own secrets, not from this).
+        np.random.seed(derive_seed(study.study.seed, site.name, server_round, "secagg-rounding") % 2**32)
+        reply = secure_round_reply(
+            update,
+            manifest,
+            weight=result.num_examples,
+            metrics={
+                "privacy-units": result.num_units,
+                "train-loss": result.mean_loss,
+                "dp-steps": result.steps,
+                "epsilon": spent.epsilon,
+                "delta": delta,
+                "site-name": site.name,
+                "epsilon-accountant": spent.accountant,
+                "manifest-sha256": manifest.digest(),
+            },
+        )
+        return Message(content=reply, reply_to=msg)
     metrics = MetricRecord(
         {
             "num-examples": result.num_examples,

@@ -118,6 +118,7 @@ def main(grid: Grid, context: Context) -> None:
             connect_timeout_s=study.federation.connect_timeout_s,
             round_timeout_s=study.federation.round_timeout_s,
             max_update_norm=study.federation.max_update_norm,
+            federation=study.federation,
             on_round_end=on_round_end,
         )
     except Exception:

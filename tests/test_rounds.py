@@ -13,7 +13,8 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
-from client.app import app as client_app
+from inprocess_grid import InProcessGrid
+
 from fedneuro.federation.codec import decode_arrays, encode_arrays
 from fedneuro.federation.rounds import FederationError, FederationTimeout, run_rounds
 from fedneuro.models.exchange import exchange_manifest, trainable_state
@@ -21,27 +22,11 @@ from fedneuro.study import default_study_path, load_study
 from fedneuro.training.site import build_study_model
 
 
-class InProcessGrid:
-    """Just enough of Flower's Grid: each node id is one site's ClientApp, called directly."""
-
-    def __init__(self, site_configs: dict[int, Path], tamper: set[int] = frozenset()) -> None:
-        self.site_configs, self.tamper, self.replies = site_configs, tamper, []
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self.site_configs)
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
-        replies = []
-        for message in messages:
-            node = message.metadata.dst_node_id
-            context = Context(run_id=1, node_id=node, node_config={"site-config": str(self.site_configs[node])},
-                              state=RecordDict(), run_config={})
-            reply = client_app(message, context)
-            if node in self.tamper and "site" in reply.content:
-                reply.content["site"]["manifest-sha256"] = "0" * 64
-            replies.append(reply)
-        self.replies.append(replies)
-        return replies
+def _tampering(nodes: set[int]):
+    def tamper(node: int, reply: Message) -> None:
+        if node in nodes and "site" in reply.content:
+            reply.content["site"]["manifest-sha256"] = "0" * 64
+    return tamper
 
 
 @pytest.fixture()
@@ -87,7 +72,7 @@ def test_one_round_aggregates_the_weighted_mean_and_reports_every_site(setup) ->
 def test_an_update_for_another_model_is_rejected_and_the_round_fails_loudly(setup) -> None:
     configs, kwargs = setup
     with pytest.raises(FederationError, match=r"only 1 of the 2 required sites .*trained for another model"):
-        run_rounds(InProcessGrid(configs, tamper={2}), _strategy(), on_round_end=lambda r, a: None, **kwargs)
+        run_rounds(InProcessGrid(configs, tamper=_tampering({2})), _strategy(), on_round_end=lambda r, a: None, **kwargs)
 
 
 def test_the_wait_for_sites_is_bounded(setup) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
-from fedneuro.models.manifest import TensorManifest
+from fedneuro.models.manifest import ExchangeError, TensorManifest
 
 
 def encode_arrays(state: Mapping[str, np.ndarray]) -> ArrayRecord:
@@ -31,3 +31,21 @@ def decode_arrays(record: ArrayRecord, manifest: TensorManifest | None = None, *
 def payload_bytes(record: ArrayRecord) -> int:
     """Bytes of tensor data (plus names) a record carries on the wire."""
     return record.count_bytes()
+
+
+def encode_ordered(state: Mapping[str, np.ndarray], manifest: TensorManifest) -> list[np.ndarray]:
+    """Named tensors -> a list in the manifest's order, for Flower's SecAgg+ (legacy
+    ``Parameters`` carry no names; the manifest is what both ends agree the order is)."""
+    manifest.check(dict(state), source="tensors to send")
+    return [np.ascontiguousarray(state[t.name]) for t in manifest.tensors]
+
+
+def decode_ordered(arrays: list[np.ndarray], manifest: TensorManifest, *, source: str) -> dict[str, np.ndarray]:
+    """A manifest-ordered list of tensors -> named arrays, checked against the manifest."""
+    if len(arrays) != len(manifest.tensors):
+        raise ExchangeError(
+            f"{source}: {len(arrays)} tensors received, but the exchange manifest lists {len(manifest.tensors)}"
+        )
+    state = {t.name: np.asarray(a) for t, a in zip(manifest.tensors, arrays, strict=True)}
+    manifest.check(state, source=source)
+    return state

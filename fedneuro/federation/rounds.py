@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app.message_type import MessageType
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedneuro.federation.codec import decode_arrays, encode_arrays, payload_bytes
+from fedneuro.federation.spec import FederationSpec
 from fedneuro.metrics import balanced_accuracy
 from fedneuro.models.manifest import ExchangeError, TensorManifest
 
@@ -106,8 +108,15 @@ def run_rounds(
     on_round_end: Callable[[RoundReport, ArrayRecord], None],
     max_update_norm: float | None = None,
     first_round: int = 1,
+    federation: FederationSpec | None = None,
 ) -> ArrayRecord:
-    """Train and evaluate ``rounds`` rounds; return the final global arrays."""
+    """Train and evaluate ``rounds`` rounds; return the final global arrays.
+
+    With ``federation.secure_aggregation.enabled`` the training half of each round runs
+    Flower's SecAgg+ (the coordinator sees only the weighted mean update); otherwise each
+    update is validated (manifest, shapes, dtypes, finite values, ``max_update_norm``)
+    and the strategy aggregates the accepted ones.
+    """
     arrays = initial_arrays
     for server_round in range(first_round, first_round + rounds):
         started = time.monotonic()
@@ -115,51 +124,21 @@ def run_rounds(
         reports: dict[str, SiteRoundReport] = {}
         failures: list[str] = []
 
-        train_replies = _send(grid, strategy.configure_train(server_round, arrays, ConfigRecord(dict(base_config)), grid), round_timeout_s)
-        accepted: list[Message] = []
-        for reply in train_replies:
-            name = site_name(reply)
-            if reply.has_error():
-                failures.append(f"{name}: train failed: {error_reason(reply)}")
-                continue
-            site_record = reply.content.config_records.get("site")
-            claimed = site_record.get("manifest-sha256") if site_record is not None else None
-            if claimed != manifest.digest():
-                failures.append(f"{name}: update rejected: it was trained for another model (manifest "
-                                f"{str(claimed)[:12]}…, expected {manifest.digest()[:12]}…)")
-                continue
-            try:
-                update = decode_arrays(reply.content["arrays"], manifest, source=f"update from {name}")
-            except (ExchangeError, KeyError) as error:
-                failures.append(f"{name}: update rejected: {error}")
-                continue
-            if max_update_norm is not None:
-                distance = update_norm(update, decode_arrays(arrays))
-                if distance > max_update_norm:
-                    failures.append(f"{name}: update rejected: its distance from the global model is "
-                                    f"{distance:.4g}, above max_update_norm {max_update_norm:g}")
-                    continue
-            metrics = reply.content["metrics"]
-            reports[name] = SiteRoundReport(
-                site=name,
-                num_examples=int(metrics["num-examples"]),
-                privacy_units=int(metrics["privacy-units"]),
-                epsilon=float(metrics["epsilon"]),
-                delta=float(metrics["delta"]),
-                epsilon_accountant=str(reply.content["site"].get("epsilon-accountant", "")),
-                dp_steps=int(metrics["dp-steps"]),
-                train_loss=float(metrics["train-loss"]),
-                bytes_uploaded=payload_bytes(reply.content["arrays"]),
-            )
-            accepted.append(reply)
+        messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(dict(base_config)), grid))
+        if federation is not None and federation.secure_aggregation.enabled:
+            to_aggregate, accepted = _secure_train(grid, messages, server_round, arrays, manifest, federation,
+                                                   round_timeout_s, reports, failures)
+        else:
+            to_aggregate, accepted = _plain_train(grid, messages, arrays, manifest, max_update_norm,
+                                                  round_timeout_s, reports, failures)
         for failure in failures:
             logger.warning("round %d: %s", server_round, failure)
-        if len(accepted) < min_sites:
+        if accepted < min_sites:
             raise FederationError(
-                f"round {server_round}: only {len(accepted)} of the {min_sites} required sites "
+                f"round {server_round}: only {accepted} of the {min_sites} required sites "
                 f"returned a valid update; failures: {failures or 'none (timed out)'}"
             )
-        new_arrays, _ = strategy.aggregate_train(server_round, accepted)
+        new_arrays, _ = strategy.aggregate_train(server_round, to_aggregate)
         if new_arrays is None:
             raise FederationError(f"round {server_round}: aggregation produced no model")
         arrays = conform_to_manifest(new_arrays, manifest)
@@ -192,6 +171,111 @@ def run_rounds(
         )
         on_round_end(round_report, arrays)
     return arrays
+
+
+def _plain_train(
+    grid: Grid,
+    messages: list[Message],
+    arrays: ArrayRecord,
+    manifest: TensorManifest,
+    max_update_norm: float | None,
+    timeout_s: float,
+    reports: dict[str, SiteRoundReport],
+    failures: list[str],
+) -> tuple[list[Message], int]:
+    """Send the round, validate each update; return the accepted replies and their count."""
+    accepted: list[Message] = []
+    for reply in _send(grid, messages, timeout_s):
+        name = site_name(reply)
+        if reply.has_error():
+            failures.append(f"{name}: train failed: {error_reason(reply)}")
+            continue
+        site_record = reply.content.config_records.get("site")
+        claimed = site_record.get("manifest-sha256") if site_record is not None else None
+        if claimed != manifest.digest():
+            failures.append(f"{name}: update rejected: it was trained for another model (manifest "
+                            f"{str(claimed)[:12]}…, expected {manifest.digest()[:12]}…)")
+            continue
+        try:
+            update = decode_arrays(reply.content["arrays"], manifest, source=f"update from {name}")
+        except (ExchangeError, KeyError) as error:
+            failures.append(f"{name}: update rejected: {error}")
+            continue
+        if max_update_norm is not None:
+            distance = update_norm(update, decode_arrays(arrays))
+            if distance > max_update_norm:
+                failures.append(f"{name}: update rejected: its distance from the global model is "
+                                f"{distance:.4g}, above max_update_norm {max_update_norm:g}")
+                continue
+        reports[name] = _site_report(name, reply.content["metrics"], str(reply.content["site"].get("epsilon-accountant", "")),
+                                     payload_bytes(reply.content["arrays"]))
+        accepted.append(reply)
+    return accepted, len(accepted)
+
+
+def _secure_train(
+    grid: Grid,
+    messages: list[Message],
+    server_round: int,
+    arrays: ArrayRecord,
+    manifest: TensorManifest,
+    federation: FederationSpec,
+    timeout_s: float,
+    reports: dict[str, SiteRoundReport],
+    failures: list[str],
+) -> tuple[list[Message], int]:
+    """SecAgg+ over the strategy's sampled sites; the mean update becomes one reply for the
+    strategy to aggregate (FedAvg keeps it, FedAdam/FedYogi take their server step from it)."""
+    from fedneuro.federation.secure_round import SecureAggregationError, secure_train_round
+
+    if not messages:
+        raise FederationError("the strategy selected no site for this round")
+    global_state = decode_arrays(arrays)
+    try:
+        result = secure_train_round(
+            grid,
+            node_ids=[m.metadata.dst_node_id for m in messages],
+            server_round=server_round,
+            global_state=global_state,
+            config=dict(messages[0].content["config"]),
+            manifest=manifest,
+            federation=federation,
+            timeout_s=timeout_s,
+        )
+    except SecureAggregationError as error:
+        raise FederationError(f"round {server_round}: {error}") from error
+    wrong_model = [str(m.get("site-name")) for m in result.site_metrics.values() if m.get("manifest-sha256") != manifest.digest()]
+    if wrong_model:
+        # Masked updates cannot be taken out of the sum: the whole round is unusable.
+        raise FederationError(f"round {server_round}: {', '.join(wrong_model)} trained for another model "
+                              f"(manifest differs from {manifest.digest()[:12]}…); the secure aggregate is discarded")
+    for node, metrics in result.site_metrics.items():
+        name = str(metrics.get("site-name", f"node-{node}"))
+        reports[name] = _site_report(name, metrics, str(metrics.get("epsilon-accountant", "")), result.bytes_uploaded.get(node, 0))
+    for node in result.dropped:
+        failures.append(f"node-{node}: dropped out of the secure round; its masks were removed with the "
+                        "other sites' shares and its update is not in the aggregate")
+    new_state = {k: (global_state[k] + result.mean_update[k]).astype(global_state[k].dtype) for k in global_state}
+    reply = Message(
+        content=RecordDict({"arrays": encode_arrays(new_state), "metrics": MetricRecord({"num-examples": result.total_weight})}),
+        dst_node_id=0,
+        message_type=MessageType.TRAIN,
+    )
+    return [reply], len(result.site_metrics)
+
+
+def _site_report(name: str, metrics: Mapping[str, object], accountant: str, uploaded: int) -> SiteRoundReport:
+    return SiteRoundReport(
+        site=name,
+        num_examples=int(metrics["num-examples"]),  # type: ignore[call-overload]
+        privacy_units=int(metrics["privacy-units"]),  # type: ignore[call-overload]
+        epsilon=float(metrics["epsilon"]),  # type: ignore[arg-type]
+        delta=float(metrics["delta"]),  # type: ignore[arg-type]
+        epsilon_accountant=accountant,
+        dp_steps=int(metrics["dp-steps"]),  # type: ignore[call-overload]
+        train_loss=float(metrics["train-loss"]),  # type: ignore[arg-type]
+        bytes_uploaded=uploaded,
+    )
 
 
 def conform_to_manifest(record: ArrayRecord, manifest: TensorManifest) -> ArrayRecord:

@@ -15,6 +15,12 @@ class SitePolicy(BaseModel):
         default=None, gt=0, description="ε over every study at this site (same participants); None = no limit"
     )
 
+    require_secure_aggregation: bool = Field(
+        default=False,
+        description="train only in rounds whose update is masked with secure aggregation "
+        "(the coordinator then sees only the sum over sites)",
+    )
+
     @model_validator(mode="after")
     def _lifetime_covers_a_study(self) -> SitePolicy:
         if self.max_epsilon_lifetime is not None and self.max_epsilon_lifetime < self.max_epsilon_per_study:
