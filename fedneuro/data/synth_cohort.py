@@ -37,14 +37,21 @@ def duo_consents(rng: np.random.Generator, consent: list[str]) -> list[dict[str,
 
     ``consent_duo`` (terms joined by ``;``), ``consent_date``, ``consent_expiry`` and
     ``consent_withdrawn`` (n/a when empty). "no" has no consent; "withdrawn" consented (HMB)
-    and later withdrew. Of "yes": mostly HMB, some GRU, HMB;NCU and HMB;IRB, one DS consent
-    on another disease per 20 and, with 10 or more, one consent that has expired, so at
-    least 85 % of them cover health research. Dates are fixed in the past (2016-2024).
+    and later withdrew. Of the n "yes": n // 20 DS consents on another disease, n // 20
+    HMB;IRB, one expired consent (when n >= 10), about 10 % each GRU and HMB;NCU, the rest
+    HMB. Fixed shares rather than independent draws, so that every site, however small,
+    keeps at least 85 % of "yes" usable by a non-commercial HMB study even without an
+    ethics approval. Dates are fixed in the past (2016-2024).
     """
-    yes = [i for i, c in enumerate(consent) if c == "yes"]
-    order = [int(i) for i in rng.permutation(yes)]
-    n_ds = len(yes) // 20
-    ds, expired = set(order[:n_ds]), set(order[n_ds : n_ds + (1 if len(yes) >= 10 else 0)])
+    yes = [int(i) for i in rng.permutation([i for i, c in enumerate(consent) if c == "yes"])]
+    n = len(yes)
+    shares = [("ds", n // 20), ("expired", 1 if n >= 10 else 0), ("HMB;IRB", n // 20),
+              ("GRU", round(0.1 * n)), ("HMB;NCU", round(0.1 * n))]
+    kind: dict[int, str] = {}
+    start = 0
+    for name, count in shares:
+        kind.update((i, name) for i in yes[start : start + count])
+        start += count
     rows = []
     for i, status in enumerate(consent):
         if status == "no":
@@ -52,19 +59,17 @@ def duo_consents(rng: np.random.Generator, consent: list[str]) -> list[dict[str,
             continue
         given = _day(rng, "2018-01-01", "2022-12-31")
         expiry = withdrawn = _NA
+        terms = kind.get(i, "HMB")
         if status == "withdrawn":
             terms = "HMB"
             withdrawn = str(given + np.timedelta64(int(rng.integers(100, 700)), "D"))
-        elif i in ds:
+        elif terms == "ds":
             terms = f"DS:{_OTHER_DISEASES[int(rng.integers(len(_OTHER_DISEASES)))]}"
-        elif i in expired:
+        elif terms == "expired":
             given = _day(rng, "2016-01-01", "2017-12-31")
             terms, expiry = "HMB", str(given + np.timedelta64(5 * 365, "D"))
-        else:
-            u = rng.random()
-            terms = "GRU" if u < 0.1 else "HMB;NCU" if u < 0.2 else "HMB;IRB" if u < 0.25 else "HMB"
-            if rng.random() < 0.1:  # a few time-limited consents, well into the future
-                expiry = str(given + np.timedelta64(int(rng.integers(15, 20)) * 365, "D"))
+        elif rng.random() < 0.1:  # a few time-limited consents, well into the future
+            expiry = str(given + np.timedelta64(int(rng.integers(15, 20)) * 365, "D"))
         rows.append({"consent_duo": terms, "consent_date": str(given), "consent_expiry": expiry,
                      "consent_withdrawn": withdrawn})
     return rows
