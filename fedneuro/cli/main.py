@@ -6,6 +6,7 @@ import typer
 
 from fedneuro import __version__
 from fedneuro.cli import data, model, predict, privacy, simulate, study, synth
+from fedneuro.cli import audit, consent
 
 app = typer.Typer(
     name="fedneuro",
@@ -18,6 +19,8 @@ app.add_typer(study.app, name="study")
 app.add_typer(model.app, name="model")
 app.add_typer(privacy.app, name="privacy")
 app.add_typer(data.app, name="data")
+app.add_typer(consent.app, name="consent")
+app.add_typer(audit.app, name="audit")
 app.command("simulate")(simulate.simulate)
 app.command("demo")(simulate.demo)
 app.command("predict")(predict.predict)
