@@ -39,6 +39,8 @@ from fedneuro.training.local import planned_round, privacy_units, train_dp
 from fedneuro.training.site import SiteData, build_study_model, prepare_site_data, site_cohort
 
 logger = logging.getLogger("fedneuro.client")
+# Flower's SecAgg+ mod logs every protocol stage at DEBUG on every site; keep site logs readable.
+logging.getLogger("flwr").setLevel(logging.INFO)
 app = ClientApp(mods=[secure_aggregation_mod])
 
 # Per process: Ray actors (simulation) serve many messages, so reading and harmonising the

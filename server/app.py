@@ -10,7 +10,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedneuro.federation.checkpoint import load_checkpoint, restore_random_state, restore_strategy, save_checkpoint
 from fedneuro.federation.codec import decode_arrays, encode_arrays
-from fedneuro.federation.launch import read_launch
+from fedneuro.federation.launch import launch_for_run
 from fedneuro.federation.results import StudyRecord, save_adapter
 from fedneuro.federation.rounds import RoundReport, run_rounds
 from fedneuro.federation.strategies import build_strategy
@@ -24,13 +24,13 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    launch = read_launch(context.run_config.get("launch") or None)
+    launch = launch_for_run(dict(context.run_config))
     study = load_study(launch.study_path)
     started = time.monotonic()
     model = build_study_model(study)
     manifest = exchange_manifest(model)
     initial = trainable_state(model.module)
-    n_sites = len(launch.sites)
+    n_sites = launch.n_sites
     checkpoint_dir = launch.out_dir / "checkpoint"
     min_sites = study.federation.min_sites or n_sites
     backbone_bytes = sum(p.numel() * p.element_size() for p in model.module.parameters()) - manifest.nbytes
