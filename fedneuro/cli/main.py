@@ -7,6 +7,7 @@ import typer
 from fedneuro import __version__
 from fedneuro.cli import data, model, predict, privacy, simulate, study, synth
 from fedneuro.cli import audit, consent
+from fedneuro.cli import provision
 
 app = typer.Typer(
     name="fedneuro",
@@ -24,6 +25,7 @@ app.add_typer(audit.app, name="audit")
 app.command("simulate")(simulate.simulate)
 app.command("demo")(simulate.demo)
 app.command("predict")(predict.predict)
+app.command("provision")(provision.provision)
 
 
 @app.command("version")
