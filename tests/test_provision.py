@@ -329,15 +329,23 @@ def test_new_host_reissues_the_server_certificate(tmp_path: Path) -> None:
     report = run(tmp_path, ["hospital-a"], host="10.0.0.7")
     assert report.coordinator.server_cert_fingerprint != first.coordinator.server_cert_fingerprint
     assert report.coordinator.changes == ["server certificate reissued: the old one names coord.example.org, "
-                                          "127.0.0.1, but the coordinator needs 10.0.0.7, 127.0.0.1"]
+                                          "127.0.0.1, but the coordinator needs 10.0.0.7, 127.0.0.1",
+                                          "SuperLink address: coord.example.org:8000 -> 10.0.0.7:8000",
+                                          "control address: coord.example.org:8000 -> 10.0.0.7:8000"]
     site = load_kit(tmp_path / "kits/sites/hospital-a")
     assert site.superlink_address == "10.0.0.7:8000" and report.sites[0].status == "updated"
+    assert report.sites[0].changes == ["SuperLink address: coord.example.org:8000 -> 10.0.0.7:8000",
+                                       f"server certificate replaced ({report.coordinator.server_cert_fingerprint})"]
+    moved = run(tmp_path, ["hospital-a"], host="10.0.0.7", extra="port = 9443")
+    assert moved.coordinator.changes == ["SuperLink address: 10.0.0.7:8000 -> 10.0.0.7:9443",
+                                         "control address: 10.0.0.7:8000 -> 10.0.0.7:9443"]
+    assert moved.coordinator.server_cert_fingerprint == report.coordinator.server_cert_fingerprint  # names unchanged
     assert site.node.fingerprint == first.sites[0].node_fingerprint  # identities kept
     # near expiry the certificate is renewed, with the same key
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=700)
-    renewed = run(tmp_path, ["hospital-a"], host="10.0.0.7", now=later)
+    renewed = run(tmp_path, ["hospital-a"], host="10.0.0.7", extra="port = 9443", now=later)
     assert renewed.coordinator.changes[0].startswith("server certificate reissued: the old one expires ")
-    assert not run(tmp_path, ["hospital-a"], host="10.0.0.7", now=later).changed
+    assert not run(tmp_path, ["hospital-a"], host="10.0.0.7", extra="port = 9443", now=later).changed
 
 
 def test_ca_key_may_stay_offline_until_needed(tmp_path: Path) -> None:

@@ -553,6 +553,7 @@ def _provision(spec: ConsortiumSpec, out: Path, rotate: set[str], now: dt.dateti
 
     # -- sites
     parties: dict[str, _Party] = {}
+    old_sites: dict[str, Kit] = {}
     previous: dict[str, dict[str, str]] = {}
     for name in spec.site_names:
         site_dir = sites_dir / name
@@ -563,6 +564,7 @@ def _provision(spec: ConsortiumSpec, out: Path, rotate: set[str], now: dt.dateti
             parties[name] = _new_party(name)
         elif old_site is not None:
             parties[name] = _site_keys_of(site_dir, old_site)
+            old_sites[name] = old_site
         elif old_coord is not None and name in old_coord.sites:
             raise ProvisionError(
                 f"{site_dir}: missing, but the coordinator kit lists site {name} (node key "
@@ -587,6 +589,7 @@ def _provision(spec: ConsortiumSpec, out: Path, rotate: set[str], now: dt.dateti
         coord_folder.add(rel, data, private=private)
     site_entries: dict[str, SiteEntry] = {}
     site_folders: dict[str, _Folder] = {}
+    site_kits: dict[str, Kit] = {}
     for name, party in parties.items():
         coord_folder.add(f"nodes/{name}.pub", party.node_pub)
         coord_folder.add(f"sites/{name}.signing.pub", party.signing_pub)
@@ -597,6 +600,7 @@ def _provision(spec: ConsortiumSpec, out: Path, rotate: set[str], now: dt.dateti
                        signing=KeyPairRef(private="signing.key", public="signing.pub", fingerprint=party.signing_fp),
                        node=KeyPairRef(private="node.key", public="node.pub", fingerprint=party.node_fp),
                        coordinator_signing=FileRef(file="coordinator.signing.pub", fingerprint=coord_keys.signing_fp))
+        site_kits[name] = site_kit
         folder = _Folder(sites_dir / name)
         for rel, data, private in (("ca.pem", ca_pem, False), ("node.key", party.node_pem, True),
                                    ("node.pub", party.node_pub, False), ("signing.key", party.signing_pem, True),
@@ -617,6 +621,7 @@ def _provision(spec: ConsortiumSpec, out: Path, rotate: set[str], now: dt.dateti
                            kit_dir=f"sites/{name}" if (sites_dir / name).is_dir() else None)
                for name, entry in sorted((old_coord.sites if old_coord else {}).items()) if name not in parties]
     if old_coord is not None:
+        coord_changes += [c for c in _kit_changes(old_coord, coord_kit) if not c.startswith("server certificate")]
         coord_changes += [f"site {name} added" for name in parties if name not in old_coord.sites]
         coord_changes += [f"site {r.name} removed" for r in removed]
         coord_changes += [f"site {name} keys rotated" for name in parties if name in rotate and name in old_coord.sites]
@@ -635,8 +640,10 @@ def _provision(spec: ConsortiumSpec, out: Path, rotate: set[str], now: dt.dateti
             return "rotated"
         return "created" if diffs[folder.path] == ["new"] else "updated"
 
-    def changes(folder: _Folder) -> list[str]:
-        return [] if diffs[folder.path] == ["new"] else diffs[folder.path]
+    def changes(folder: _Folder, old: Kit | None = None, new: Kit | None = None) -> list[str]:
+        if diffs[folder.path] in ([], ["new"]):
+            return []
+        return (_kit_changes(old, new) if old is not None and new is not None else []) or diffs[folder.path]
 
     return ProvisionReport(
         consortium=consortium, out_dir=str(out), superlink_address=superlink, control_address=control,
@@ -652,9 +659,24 @@ def _provision(spec: ConsortiumSpec, out: Path, rotate: set[str], now: dt.dateti
         sites=[SiteReport(name=name, status=status(site_folders[name], rotated=name in rotate),
                           kit_dir=f"sites/{name}", node_fingerprint=party.node_fp,
                           signing_fingerprint=party.signing_fp, previous=previous.get(name) or None,
-                          changes=changes(site_folders[name]))
+                          changes=changes(site_folders[name], old_sites.get(name), site_kits[name]))
                for name, party in parties.items()],
         removed_sites=removed, warnings=warnings)
+
+
+def _kit_changes(old: Kit, new: Kit) -> list[str]:
+    """What changed between two versions of one party's kit, in words (keys and site lists aside)."""
+    changes = [f"{label}: {getattr(old, name)} -> {getattr(new, name)}"
+               for name, label in (("consortium", "consortium name"), ("superlink_address", "SuperLink address"),
+                                   ("control_address", "control address"), ("listen_host", "listen host"))
+               if getattr(old, name) != getattr(new, name)]
+    if old.ca != new.ca:
+        changes.append(f"CA certificate replaced ({new.ca.fingerprint})")
+    if old.server_cert_fingerprint != new.server_cert_fingerprint:
+        changes.append(f"server certificate replaced ({new.server_cert_fingerprint})")
+    if old.coordinator_signing != new.coordinator_signing:
+        changes.append("coordinator signing key replaced")
+    return changes
 
 
 def _apply(changed: list[_Folder]) -> None:
