@@ -8,6 +8,7 @@ from fedneuro import __version__
 from fedneuro.cli import data, model, predict, privacy, simulate, study, synth
 from fedneuro.cli import audit, consent
 from fedneuro.cli import provision
+from fedneuro.cli import evaluate
 
 app = typer.Typer(
     name="fedneuro",
@@ -25,6 +26,7 @@ app.add_typer(audit.app, name="audit")
 app.command("simulate")(simulate.simulate)
 app.command("demo")(simulate.demo)
 app.command("predict")(predict.predict)
+app.command("evaluate")(evaluate.evaluate)
 app.command("provision")(provision.provision)
 
 
