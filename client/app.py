@@ -1,222 +1,35 @@
 """The site's ClientApp.
 
-Order of work for every message (the one-way flow of docs/architecture.md):
-site config -> study from the message -> consent gate on participants.tsv -> read only the
-eligible participants' files -> privacy budget gate -> train with DP / evaluate -> send
-adapter tensors and aggregate metrics only.
+In deployment every message starts a fresh ClientApp process, and three of the four messages of
+a secure round are SecAgg+ key exchange that never reaches a handler. So this module imports
+only Flower and the secure-aggregation mod; torch, the model and the data layer
+(``client.site_work``) are imported when a handler first runs.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 
-import numpy as np
-
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedneuro.federation.codec import decode_arrays, encode_arrays
-from fedneuro.federation.launch import site_for_node
-from fedneuro.federation.secure_client import (
-    clip_update,
-    is_secure_round,
-    secure_aggregation_mod,
-    secure_round_config,
-    secure_round_global_state,
-    secure_round_reply,
-)
-from fedneuro.governance.site import SiteConfig, derive_seed
-from fedneuro.models.adapters import AdaptedModel
-from fedneuro.models.exchange import check_exchange_manifest, load_trainable_state, trainable_state
-from fedneuro.models.manifest import TensorManifest
-from fedneuro.privacy.accountant import compute_epsilon, ledger_history, resolve_delta
-from fedneuro.privacy.budget import check_round_budget
-from fedneuro.privacy.ledger import LedgerEntry, PrivacyLedger
-from fedneuro.study import Study
-from fedneuro.training.local import evaluate as evaluate_model
-from fedneuro.training.local import planned_round, privacy_units, train_dp
-from fedneuro.training.site import SiteData, build_study_model, prepare_site_data, site_cohort
+from fedneuro.federation.secure_client import secure_aggregation_mod
 
-logger = logging.getLogger("fedneuro.client")
 # Flower's SecAgg+ mod logs every protocol stage at DEBUG on every site; keep site logs readable.
 logging.getLogger("flwr").setLevel(logging.INFO)
+
 app = ClientApp(mods=[secure_aggregation_mod])
-
-# Per process: Ray actors (simulation) serve many messages, so reading and harmonising the
-# site's data and building the model happen once per (site, study).
-_SESSIONS: dict[tuple[str, str], tuple[SiteData, AdaptedModel]] = {}
-
-
-def _session(site: SiteConfig, study: Study) -> tuple[SiteData, AdaptedModel]:
-    key = (site.name, study.digest())
-    if key not in _SESSIONS:
-        # Governance gate: decide who may be used from participants.tsv before any
-        # recording is opened; the data layer reads only the cohort it is given.
-        cohort = site_cohort(site.bids_root, study)
-        data = prepare_site_data(
-            site.bids_root, cohort, study, site_name=site.name, cache_dir=site.state_dir / "window-cache"
-        )
-        _SESSIONS[key] = (data, build_study_model(study))
-    return _SESSIONS[key]
-
-
-def _config(msg: Message) -> dict[str, object]:
-    """The round's configuration: plain rounds carry ``config``, secure rounds ``fitins.config``."""
-    return secure_round_config(msg) if is_secure_round(msg) else dict(msg.content["config"])
-
-
-def _study_from(msg: Message) -> Study:
-    return Study.from_json(str(_config(msg)["study"]))
-
-
-def _load_global_model(msg: Message, model: AdaptedModel) -> tuple[TensorManifest, dict[str, np.ndarray]]:
-    """Refuse a global model built for another backbone, weights, adapter or seed; load it."""
-    manifest = check_exchange_manifest(model, str(_config(msg)["manifest"]))
-    if is_secure_round(msg):
-        state = secure_round_global_state(msg, manifest)
-    else:
-        state = decode_arrays(msg.content["arrays"], manifest, source="global model")
-    load_trainable_state(model.module, state)
-    return manifest, state
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    site = site_for_node(dict(context.node_config))
-    study = _study_from(msg)
-    config = _config(msg)
-    server_round = int(config["server-round"])
-    secure = is_secure_round(msg)
-    if site.policy.require_secure_aggregation and not secure:
-        raise PermissionError(
-            f"site {site.name}: this site's policy requires secure aggregation, but round {server_round} "
-            f"of study {study.study.id} asks for a plain update; enable [federation.secure_aggregation]"
-        )
-    data, model = _session(site, study)
-    privacy = study.privacy
-    units = privacy_units(data.train.participant, privacy)
-    delta = resolve_delta(privacy.delta, len(np.unique(units)))
-    ledger = PrivacyLedger(site.ledger_path)
-    planned = planned_round(data.train.participant, training=study.training, privacy=privacy)
-    # Budget gate: refuse before touching the model if this round would overspend.
-    check_round_budget(
-        site=site.name,
-        study_id=study.study.id,
-        server_round=server_round,
-        study_entries=ledger.entries(study.study.id),
-        all_entries=ledger.entries(),
-        planned=(planned.noise_multiplier, planned.sample_rate, planned.steps),
-        delta=delta,
-        accountant=privacy.accountant,
-        max_epsilon=site.policy.max_epsilon_per_study,
-        max_lifetime_epsilon=site.policy.max_epsilon_lifetime,
-    )
-    manifest, global_state = _load_global_model(msg, model)
-    result = train_dp(
-        model.module,
-        data.train.X,
-        data.train.y,
-        data.train.participant,
-        training=study.training,
-        privacy=privacy,
-        sampling_seed=derive_seed(study.study.seed, site.name, server_round, "poisson"),
-        noise_seed=site.noise_seed_for(study.study.id, server_round),
-        device=site.device,
-        proximal_mu=float(config.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
-    )
-    now = datetime.now(UTC).isoformat()
-    ledger.append(
-        [
-            LedgerEntry(
-                study_id=study.study.id,
-                round=server_round,
-                noise_multiplier=h.noise_multiplier,
-                sample_rate=h.sample_rate,
-                steps=h.steps,
-                max_grad_norm=privacy.max_grad_norm,
-                unit=privacy.unit,
-                max_windows_per_unit=privacy.max_windows_per_participant if privacy.unit == "participant" else 1,
-                delta=delta,
-                recorded_at=now,
-            )
-            for h in result.dp_history
-        ]
-    )
-    spent = compute_epsilon(ledger_history(ledger.entries(study.study.id)), delta=delta, accountant=privacy.accountant)
-    logger.info("site %s round %d: %d DP steps over %d %ss, ε=%.3f (δ=%g, %s)", site.name, server_round,
-                result.steps, result.num_units, privacy.unit, spent.epsilon, delta, spent.accountant)
-    if secure:
-        # The update, clipped here (the coordinator cannot check what it cannot see); the
-        # SecAgg+ mod masks it and removes this plain copy before the reply leaves the site.
-        bound = study.federation.max_update_norm or float("inf")
-        local = trainable_state(model.module)
-        update, norm = clip_update({k: local[k] - global_state[k] for k in global_state}, bound)
-        if norm > bound:
-            logger.info("site %s round %d: update norm %.4g clipped to %g", site.name, server_round, norm, bound)
-        if result.num_examples > study.federation.secure_aggregation.max_weight:
-            raise ValueError(
-                f"site {site.name}: {result.num_examples} training windows exceed the secure-aggregation "
-                f"max_weight {study.federation.secure_aggregation.max_weight:g}; raise "
-                "[federation.secure_aggregation] max_weight in the study"
-            )
-        # SecAgg+ quantises with stochastic rounding from numpy's global generator: seed it so
-        # a run is reproducible (the masks come from the protocol's own secrets, not from this).
-        np.random.seed(derive_seed(study.study.seed, site.name, server_round, "secagg-rounding") % 2**32)
-        reply = secure_round_reply(
-            update,
-            manifest,
-            weight=result.num_examples,
-            metrics={
-                "privacy-units": result.num_units,
-                "train-loss": result.mean_loss,
-                "dp-steps": result.steps,
-                "epsilon": spent.epsilon,
-                "delta": delta,
-                "site-name": site.name,
-                "epsilon-accountant": spent.accountant,
-                "manifest-sha256": manifest.digest(),
-            },
-        )
-        return Message(content=reply, reply_to=msg)
-    metrics = MetricRecord(
-        {
-            "num-examples": result.num_examples,
-            "privacy-units": result.num_units,
-            "train-loss": result.mean_loss,
-            "dp-steps": result.steps,
-            "epsilon": spent.epsilon,
-            "delta": delta,
-        }
-    )
-    content = RecordDict(
-        {
-            "arrays": encode_arrays(trainable_state(model.module)),
-            "metrics": metrics,
-            "site": ConfigRecord(
-                {"name": site.name, "epsilon-accountant": spent.accountant, "manifest-sha256": manifest.digest()}
-            ),
-        }
-    )
-    return Message(content=content, reply_to=msg)
+    from client import site_work  # noqa: PLC0415 - heavy imports only when there is work
+
+    return site_work.train(msg, context)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    site = site_for_node(dict(context.node_config))
-    study = _study_from(msg)
-    data, model = _session(site, study)
-    _load_global_model(msg, model)
-    counts = evaluate_model(
-        model.module, data.test.X, data.test.y, data.test.participant, n_classes=study.n_classes
-    )
-    metrics = MetricRecord(
-        {
-            "num-examples": counts.num_windows,
-            "eval-loss": counts.mean_loss,
-            "window-confusion": [int(v) for v in counts.window_confusion.ravel()],
-            "participant-confusion": [int(v) for v in counts.participant_confusion.ravel()],
-        }
-    )
-    content = RecordDict({"metrics": metrics, "site": ConfigRecord({"name": site.name})})
-    return Message(content=content, reply_to=msg)
+    from client import site_work  # noqa: PLC0415
+
+    return site_work.evaluate(msg, context)

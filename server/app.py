@@ -93,6 +93,11 @@ def main(grid: Grid, context: Context) -> None:
 
     strategy = build_strategy(study.federation, min_sites=min_sites)
     first_round = 1
+    if not launch.resume and (checkpoint_dir / "state.json").is_file():
+        raise RuntimeError(
+            f"study {study.study.id} already has completed rounds in {launch.out_dir}: continue it with "
+            "`fedneuro server resume STUDY`, or give the study a new [study] id"
+        )
     if launch.resume:
         state, arrays, strategy_state = load_checkpoint(
             checkpoint_dir, study_digest=study.digest(), manifest_digest=manifest.digest()

@@ -7,7 +7,7 @@ import typer
 from fedneuro import __version__
 from fedneuro.cli import data, model, predict, privacy, simulate, study, synth
 from fedneuro.cli import audit, consent
-from fedneuro.cli import provision
+from fedneuro.cli import deploy, provision
 from fedneuro.cli import evaluate
 
 app = typer.Typer(
@@ -23,11 +23,14 @@ app.add_typer(privacy.app, name="privacy")
 app.add_typer(data.app, name="data")
 app.add_typer(consent.app, name="consent")
 app.add_typer(audit.app, name="audit")
+app.add_typer(deploy.server_app, name="server")
+app.add_typer(deploy.site_app, name="site")
 app.command("simulate")(simulate.simulate)
 app.command("demo")(simulate.demo)
 app.command("predict")(predict.predict)
 app.command("evaluate")(evaluate.evaluate)
 app.command("provision")(provision.provision)
+app.command("run")(deploy.run)
 
 
 @app.command("version")
