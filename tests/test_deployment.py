@@ -1,0 +1,134 @@
+"""End to end on Flower's deployment engine: a real SuperLink and three real SuperNodes as
+separate processes on loopback, TLS and SuperNode authentication on, secure aggregation on,
+started with the same commands the containers use (`fedneuro server start`, `fedneuro site
+start`, `fedneuro run`). Two rounds; the result matches a simulation with the same seeds."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from fedneuro.governance.site import derive_seed
+from fedneuro.study import load_study
+
+pytestmark = pytest.mark.slow
+FEDNEURO = [sys.executable, "-m", "fedneuro.cli.main"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Process:
+    """A long-running `fedneuro` command whose output is collected in the background."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(FEDNEURO + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} not seen within {timeout_s} s; output:\n{''.join(self.lines)[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+
+
+def _cli(args: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(FEDNEURO + args, capture_output=True, text=True, timeout=timeout,
+                          env=env or {**os.environ, "COLUMNS": "200"}, stdin=subprocess.DEVNULL)
+
+
+def _study(tmp_path: Path) -> Path:
+    text = (Path(__file__).parents[1] / "fedneuro" / "studies" / "demo.toml").read_text()
+    text = text.replace('backbone = "biot-small"', 'backbone = "biot-tiny"').replace("rounds = 5", "rounds = 2")
+    text = text.replace("max_weight = 10000", "max_weight = 1000")
+    assert "enabled = true" in text  # the demo study runs with secure aggregation
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+def test_superlink_and_three_supernodes_with_tls_node_auth_and_secure_aggregation(tmp_path: Path, data_consortium) -> None:
+    port = _free_port()
+    (tmp_path / "consortium.toml").write_text(
+        f'[consortium]\nname = "e2e"\n\n[coordinator]\nhost = "127.0.0.1"\nport = {port}\nlisten = "127.0.0.1"\n\n'
+        + "".join(f'[[sites]]\nname = "{name}"\n\n' for name in data_consortium)
+    )
+    kits = tmp_path / "kits"
+    provisioned = _cli(["provision", str(tmp_path / "consortium.toml"), "--out", str(kits), "--json"], 120)
+    assert provisioned.returncode == 0, provisioned.stderr
+    study_path = _study(tmp_path)
+    study = load_study(study_path)
+
+    # One thread per process: three sites on two shared cores would otherwise oversubscribe.
+    env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+    processes: list[_Process] = []
+    try:
+        server = _Process(["server", "start", "--kit", str(kits / "coordinator"), "--state", str(tmp_path / "coordinator")], env)
+        processes.append(server)
+        server.wait_for("listening on", 90)
+        for index, (name, root) in enumerate(data_consortium.items()):
+            config = tmp_path / f"{name}.toml"
+            config.write_text(
+                f'name = "{name}"\nbids_root = "{root}"\nstate_dir = "{tmp_path / "site-state" / name}"\n'
+                f"noise_seed = {derive_seed(study.study.seed, name, 'simulated-noise')}\n"
+            )
+            processes.append(_Process(["site", "start", "--kit", str(kits / "sites" / name), "--config", str(config),
+                                       "--clientappio-port", str(_free_port())], env))
+        run = _cli(["run", str(study_path), "--kit", str(kits / "coordinator"), "--timeout", "900", "--json"], 960, env)
+        assert run.returncode == 0, run.stdout + run.stderr[-3000:] + "".join(server.lines)[-3000:]
+        assert json.loads(run.stdout)["status"] == "finished:completed"
+    finally:
+        for process in reversed(processes):
+            process.stop()
+
+    study_dir = tmp_path / "coordinator" / "studies" / study.study.id
+    summary = json.loads((study_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and [r["round"] for r in summary["rounds"]] == [1, 2]
+    for report in summary["rounds"]:
+        assert set(report["sites"]) == set(data_consortium) and not report["failures"]
+    assert any("TLS + SuperNode authentication" in line for line in server.lines)
+    assert sum("registered site" in line for line in server.lines) == 3
+
+    # The same study and seeds in Flower's simulation engine.
+    out = tmp_path / "simulated"
+    args = ["simulate", "--study", str(study_path), "--out", str(out), "--json"]
+    for name, root in data_consortium.items():
+        args += ["--site", f"{name}={root}"]
+    simulated = _cli(args, 600)
+    assert simulated.returncode == 0, simulated.stderr[-3000:]
+    deployed = load_file(str(study_dir / "global_adapter.safetensors"))
+    reference = load_file(str(out / "global_adapter.safetensors"))
+    assert deployed.keys() == reference.keys()
+    assert max(float(np.max(np.abs(deployed[k] - reference[k]))) for k in deployed) < 1e-4
