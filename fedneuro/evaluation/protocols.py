@@ -651,18 +651,25 @@ def federated_result(summary_path: Path, study: Study, data: Mapping[str, SiteDa
         pooled = _score(_concat(list(preds.values())), config, seed_key="pooled")
         notes.insert(0, "global adapter re-scored on every site's test participants")
     else:
-        why = ("no global_adapter.safetensors beside it" if adapter_path is None
-               else "its global adapter was trained for another model (tensor manifest differs)")
+        if adapter_path is None:
+            why = "no global_adapter.safetensors beside it"
+        elif "tensor_manifest_sha256" not in provenance:
+            why = (f"{adapter_path.name} carries no provenance (tensor_manifest_sha256), so it cannot be "
+                   "bound to this model")
+        else:
+            why = (f"{adapter_path.name} was trained for another model (backbone, weights, adapter, seed or classes "
+                   "differ from this study's)")
         notes.insert(0, f"{why}: balanced accuracy as the run reported it, no intervals")
         per_site = {
             site: LevelMetrics(window=_reported(s.balanced_accuracy, s.test_windows, s.test_participants, study))
             for site, s in sorted(summary.sites.items()) if site in data or not data
         }
+        windows = sum(s.test_windows for s in summary.sites.values())
+        participants = sum(s.test_participants for s in summary.sites.values())
         pooled = LevelMetrics(
-            window=_reported(summary.final_balanced_accuracy, sum(s.test_windows for s in summary.sites.values()),
-                             sum(s.test_participants for s in summary.sites.values()), study),
-            participant=_reported(summary.final_participant_balanced_accuracy, sum(s.test_participants for s in summary.sites.values()),
-                                  sum(s.test_participants for s in summary.sites.values()), study, level="participant"),
+            window=_reported(summary.final_balanced_accuracy, windows, participants, study),
+            participant=_reported(summary.final_participant_balanced_accuracy, participants, participants, study,
+                                  level="participant"),
         )
     return _result("federated", setting, models, per_site, pooled, label=label, source=str(summary_path), notes=notes)
 

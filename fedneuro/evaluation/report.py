@@ -231,10 +231,11 @@ def plot_per_site(result: ProtocolResult, path: Path, *, n_classes: int) -> Path
             labelled = True
     ax.axhline(1.0 / n_classes, color="grey", linestyle="--", linewidth=1, label="chance (balanced accuracy)")
     ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.25)  # headroom for the legend above the bars
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("test participants' windows")
     ax.set_title(f"{result.protocol} — {result.setting_label}", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", ncol=3, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -261,7 +262,7 @@ def wants_epsilon_plot(report: EvaluationReport) -> bool:
 
 def plot_accuracy_vs_epsilon(report: EvaluationReport, path: Path) -> Path:
     """Pooled balanced accuracy against ε per protocol; non-private runs as dashed lines (ε = ∞)."""
-    fig = _figure(5.5, 3.6)
+    fig = _figure(7.5, 3.6)
     ax = fig.add_subplot()
     colors: dict[str, str] = {}
     palette = ["#4477aa", "#ee7733", "#228833", "#aa3377", "#66ccee", "#ccbb44"]
@@ -277,12 +278,17 @@ def plot_accuracy_vs_epsilon(report: EvaluationReport, path: Path) -> Path:
             color = colors.setdefault(r.protocol, palette[len(colors) % len(palette)])
             ax.axhline(metric.value, color=color, linestyle="--", linewidth=1, label=f"{r.protocol}, non-private")
     ax.axhline(1.0 / report.n_classes, color="grey", linestyle=":", linewidth=1, label="chance")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(sorted({round(p[0], 2) for points in epsilon_points(report).values() for p in points}))
     ax.set_xlabel("ε (participant-level, largest over a protocol's models)")
     ax.set_ylabel(f"pooled {METRIC_LABELS[HEADLINE]}")
     ax.set_ylim(0, 1.05)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
