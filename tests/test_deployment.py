@@ -109,6 +109,15 @@ def test_superlink_and_three_supernodes_with_tls_node_auth_and_secure_aggregatio
         run = _cli(["run", str(study_path), "--kit", str(kits / "coordinator"), "--timeout", "900", "--json"], 960, env)
         assert run.returncode == 0, run.stdout + run.stderr[-3000:] + "".join(server.lines)[-3000:]
         assert json.loads(run.stdout)["status"] == "finished:completed"
+
+        # Submitting the study again would silently restart it: refused, with the way out named.
+        again = _cli(["run", str(study_path), "--kit", str(kits / "coordinator"), "--timeout", "300", "--json"], 360, env)
+        assert again.returncode == 1
+        assert "already has completed rounds" in json.loads(again.stdout)["details"]
+        # Resuming a finished study finds no round left and completes at once.
+        resumed = _cli(["server", "resume", str(study_path), "--kit", str(kits / "coordinator"), "--json"], 360, env)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr[-2000:]
+        assert json.loads(resumed.stdout)["status"] == "finished:completed"
     finally:
         for process in reversed(processes):
             process.stop()
