@@ -27,7 +27,7 @@ def _parse_epsilons(text: str | None) -> list[float]:
 
 
 def evaluate(
-    study_path: Path = typer.Argument(..., help="the study file (TOML) the models are trained under"),
+    study_path: Path = typer.Argument(..., metavar="STUDY", help="the study file (TOML) the models are trained under"),
     site: list[str] = typer.Option(..., "--site", help="NAME=BIDS_DIR, once per site (names as in the federated run)"),
     out: Path = typer.Option(..., "--out", help="output directory: evaluation.json, evaluation.md, plots"),
     protocols: str = typer.Option(
