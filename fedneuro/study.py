@@ -1,7 +1,9 @@
 """The study file: the single source of truth for what a consortium learns, and how.
 
 One TOML file, validated by :class:`Study`. Each section is owned by the layer that uses it
-(data, model, privacy, training, federation); this module only composes and loads them.
+(data, model, privacy, training, federation); this module only composes and loads them,
+and defines ``[governance]``, which belongs to no lower layer: what the study declares to
+the sites that review it.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedneuro import __version__
 from fedneuro.data.mri_spec import MRIDataSpec
 from fedneuro.data.spec import DataSpec
 from fedneuro.federation.spec import FederationSpec
+from fedneuro.governance.duo import StudyPurpose
 from fedneuro.models.spec import ModelSpec
 from fedneuro.privacy.spec import PrivacySpec
 from fedneuro.training.spec import TrainingSpec
@@ -39,6 +42,54 @@ class StudyInfo(BaseModel):
     )
 
 
+# What may leave a site, by name (a registry: a site's approval lists these words).
+STUDY_OUTPUTS: dict[str, str] = {
+    "adapter-tensors": "the trained LoRA adapter and head tensors (the model update), nothing else of the model",
+    "aggregate-metrics": "metrics aggregated over at least min_participants_per_metric participants "
+    "(losses, counts, confusion counts, ε)",
+}
+
+
+class GovernanceSpec(BaseModel):
+    """``[governance]``: what the study declares to the sites' reviewers (signed with the study)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    purpose: StudyPurpose = Field(description="DUO research category, disease, commercial use, ethics approval")
+    requesting_institution: str = Field(min_length=1, description="who asks the sites to train, e.g. 'Charite Berlin'")
+    max_epsilon: float = Field(
+        gt=0, allow_inf_nan=False,
+        description="the study's own cap on ε at any one site, over all its rounds (a site's policy may be stricter)",
+    )
+    min_cohort: int = Field(ge=1, description="eligible participants a site needs to take part")
+    min_participants_per_metric: int = Field(
+        ge=1, description="a metric leaves a site only when aggregated over at least this many participants"
+    )
+    allowed_outputs: list[str] = Field(
+        min_length=1, description=f"what may leave a site: any of {', '.join(STUDY_OUTPUTS)}"
+    )
+
+    @field_validator("allowed_outputs")
+    @classmethod
+    def _known_outputs(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in STUDY_OUTPUTS]
+        if unknown:
+            raise ValueError(f"unknown output(s) {unknown}; allowed outputs are {', '.join(STUDY_OUTPUTS)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{value} lists an output twice; name each once")
+        return value
+
+    @model_validator(mode="after")
+    def _metrics_fit_a_cohort(self) -> GovernanceSpec:
+        # Otherwise a site with the minimum cohort could never report a metric.
+        if self.min_participants_per_metric > self.min_cohort:
+            raise ValueError(
+                f"min_participants_per_metric ({self.min_participants_per_metric}) exceeds min_cohort "
+                f"({self.min_cohort}); raise min_cohort or lower min_participants_per_metric"
+            )
+        return self
+
+
 class Study(BaseModel):
     """The whole study file."""
 
@@ -51,6 +102,11 @@ class Study(BaseModel):
     privacy: PrivacySpec = Field(default_factory=PrivacySpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     federation: FederationSpec = Field(default_factory=FederationSpec)
+    governance: GovernanceSpec | None = Field(
+        default=None,
+        description="purpose, ε cap, cohort floors, outputs; sites review it before approving a run "
+        "(a study without it cannot be approved)",
+    )
 
     @model_validator(mode="after")
     def _fits_the_backbone(self) -> Study:

@@ -23,6 +23,11 @@ class SiteConfig(BaseModel):
     state_dir: Path = Field(description="writable: privacy ledger, noise secret, logs")
     policy: SitePolicy = Field(default_factory=SitePolicy)
     device: str = Field(default="auto", description="where this site trains: auto (CUDA if present), cpu, cuda, cuda:N")
+    signing_key: Path | None = Field(
+        default=None,
+        description="the site's Ed25519 signing key (PEM, signing.key of the site kit): signs its run-plan "
+        "approvals, and its public half checks them before any run touches data (as the SuperNode sees the path)",
+    )
     noise_seed: int | None = Field(
         default=None,
         description="fixed DP noise seed, for reproducible simulations only; None = a "
