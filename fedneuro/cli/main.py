@@ -9,6 +9,7 @@ from fedneuro.cli import data, model, predict, privacy, simulate, study, synth
 from fedneuro.cli import audit, consent
 from fedneuro.cli import deploy, provision
 from fedneuro.cli import evaluate
+from fedneuro.cli import approval
 
 app = typer.Typer(
     name="fedneuro",
@@ -25,6 +26,9 @@ app.add_typer(consent.app, name="consent")
 app.add_typer(audit.app, name="audit")
 app.add_typer(deploy.server_app, name="server")
 app.add_typer(deploy.site_app, name="site")
+deploy.site_app.command("review")(approval.review)
+deploy.site_app.command("approve")(approval.approve)
+deploy.site_app.command("reject")(approval.reject)
 app.command("simulate")(simulate.simulate)
 app.command("demo")(simulate.demo)
 app.command("predict")(predict.predict)
