@@ -30,7 +30,6 @@ from fedneuro.governance.plan import (
 from fedneuro.governance.policy import SitePolicy
 from fedneuro.governance.site import SiteConfig
 from fedneuro.governance.study_signature import (
-    StudySignature,
     StudySignatureError,
     read_study_signature,
     sign_study,
@@ -395,6 +394,7 @@ def test_cli_review_approve_reject(deployment: dict[str, Path]) -> None:
     assert code == 0, text
     assert out["decision"] == "approve" and out["plan_hash"] == plan["plan_hash"] and out["reason"] == "IRB ok"
     assert Path(out["file"]) == approval_path(state, plan["plan_hash"])
+    assert out["study_signer"] == fingerprint(load_signing_key(deployment["coordinator_key"]))
     loaded = load_study(study)
     assert check_plan_approved(state, loaded, public_key=load_signing_key(deployment["site_key"]).public_key(),
                                code_identity=code_identity()).decision == "approve"

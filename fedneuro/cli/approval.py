@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -17,7 +17,7 @@ from fedneuro.cli.common import JSON_OPTION, console, fail, out_console, print_j
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from fedneuro.governance.plan import Approval, PlanReview
+    from fedneuro.governance.plan import Approval, PlanReview, RunPlan
     from fedneuro.governance.site import SiteConfig
     from fedneuro.study import Study
 
@@ -47,14 +47,14 @@ def review(
     """
     from fedneuro.governance.plan import read_decision
 
-    site, study, result = _review(study_path, config, participants, signature, _day(on))
+    site, _study, result = _review(study_path, config, participants, signature, _day(on))
     decision = read_decision(site.state_dir, result.plan.plan_hash)
     if json_output:
         print_json({"site": site.name, "study_file": str(study_path), "approvable": result.approvable,
                     **result.model_dump(mode="json"),
                     "recorded_decision": decision.model_dump(mode="json") if decision else None})
     else:
-        _show(site, study, result, decision)
+        _show(site, result, decision)
     if not result.approvable:
         raise typer.Exit(1)
 
@@ -187,7 +187,7 @@ def _report(site: SiteConfig, approval: Approval, json_output: bool) -> None:
                       f"(signed by {approval.signer}); decision in {path}", highlight=False, markup=False)
 
 
-def _show(site: SiteConfig, study: Study, result: PlanReview, decision: Approval | None) -> None:
+def _show(site: SiteConfig, result: PlanReview, decision: Approval | None) -> None:
     plan = result.plan
     rows: list[tuple[str, str]] = [("study", f"{plan.study_id}: {plan.title or '(no title)'} ({plan.modality})")]
     governance = plan.governance
@@ -240,7 +240,7 @@ def _show(site: SiteConfig, study: Study, result: PlanReview, decision: Approval
     out_console.print(f"plan hash: {plan.plan_hash}", highlight=False, markup=False)
 
 
-def _dp_line(plan: Any) -> str:
+def _dp_line(plan: RunPlan) -> str:
     privacy = plan.privacy
     per_unit = (f"at most {privacy.max_windows_per_participant} windows per participant averaged, then "
                 if privacy.unit == "participant" else "")
@@ -249,7 +249,7 @@ def _dp_line(plan: Any) -> str:
             f"{privacy.noise_multiplier:g}; δ = {delta}; accountant {privacy.accountant}")
 
 
-def _sampling_line(plan: Any) -> str:
+def _sampling_line(plan: RunPlan) -> str:
     unit = "participants" if plan.privacy.unit == "participant" else "windows"
     line = f"Poisson, {plan.batch_size} expected {unit} per step"
     if plan.sample_rate is not None:

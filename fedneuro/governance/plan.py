@@ -301,6 +301,7 @@ class Approval(BaseModel):
     study_digest: str = Field(pattern=_HEX64)
     code_identity: CodeIdentity
     weights_sha256: str = Field(description=f"the weights the site reviewed: sha256 or {RANDOM_INIT!r}")
+    study_signer: str | None = Field(default=None, description="the trusted coordinator key that signed the study, if checked")
     signer: str = Field(pattern=r"^sha256:[0-9a-f]{64}$", description="fingerprint of the site's signing key")
     signed_at: str = Field(description="ISO 8601 UTC")
     signature: str = Field(min_length=1, description="base64 Ed25519 over the domain-separated canonical fields")
@@ -321,23 +322,24 @@ def approve_plan(state_dir: Path, review: PlanReview, *, key: Ed25519PrivateKey,
     """Sign and store an approval; :class:`PlanPolicyError` while the review lists violations."""
     if review.violations:
         raise PlanPolicyError(review.violations)
-    return _decide(state_dir, review.plan, "approve", key=key, now=now, reason=reason)
+    return _decide(state_dir, review, "approve", key=key, now=now, reason=reason)
 
 
 def reject_plan(state_dir: Path, review: PlanReview, *, key: Ed25519PrivateKey, now: datetime, reason: str) -> Approval:
     """Sign and store a rejection (it replaces an earlier approval of the same plan)."""
     if not reason.strip():
         raise ValueError("a rejection needs a reason for the coordinator, e.g. --reason 'ε cap above our budget'")
-    return _decide(state_dir, review.plan, "reject", key=key, now=now, reason=reason)
+    return _decide(state_dir, review, "reject", key=key, now=now, reason=reason)
 
 
-def _decide(state_dir: Path, plan: RunPlan, decision: Decision, *, key: Ed25519PrivateKey, now: datetime, reason: str) -> Approval:
+def _decide(state_dir: Path, review: PlanReview, decision: Decision, *, key: Ed25519PrivateKey, now: datetime, reason: str) -> Approval:
+    plan = review.plan
     if now.tzinfo is None:
         raise ValueError(f"now ({now}) needs a time zone; pass datetime.now(timezone.utc)")
     unsigned = Approval(
         plan_hash=plan.plan_hash, decision=decision, reason=reason.strip(), study_id=plan.study_id,
         study_digest=plan.study_digest, code_identity=plan.code_identity, weights_sha256=plan.weights_sha256,
-        signer=fingerprint(key), signed_at=now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        study_signer=review.study_signer, signer=fingerprint(key), signed_at=now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         signature="-",
     )
     approval = unsigned.model_copy(update={"signature": base64.b64encode(sign(key, unsigned.signed_message())).decode()})

@@ -13,11 +13,11 @@ import re
 import tomllib
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fedneuro.governance.duo import DuoTerm
+from fedneuro.governance.duo import DuoTerm, StudyPurpose
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -255,7 +255,7 @@ def check_study_against_policy(
     return problems
 
 
-def _purpose_problems(purpose: Any, policy: SitePolicy, today: date | None) -> list[str]:
+def _purpose_problems(purpose: StudyPurpose, policy: SitePolicy, today: date | None) -> list[str]:
     problems = []
     wanted = purpose.permission + (f":{purpose.disease}" if purpose.disease else "")
     if not any(_same_purpose(term, purpose) for term in policy.accepted_purposes):
@@ -273,7 +273,7 @@ def _purpose_problems(purpose: Any, policy: SitePolicy, today: date | None) -> l
     return problems
 
 
-def _same_purpose(term: DuoTerm, purpose: Any) -> bool:
+def _same_purpose(term: DuoTerm, purpose: StudyPurpose) -> bool:
     if term.code != purpose.permission:
         return False
     if term.code == "DS":  # disease ids compare case-insensitively (MONDO:0005027 = mondo:0005027)
