@@ -9,6 +9,7 @@ from fedneuro.cli import data, model, predict, privacy, simulate, study, synth
 from fedneuro.cli import audit, consent
 from fedneuro.cli import deploy, provision
 from fedneuro.cli import evaluate
+from fedneuro.cli import report
 from fedneuro.cli import approval
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.command("simulate")(simulate.simulate)
 app.command("demo")(simulate.demo)
 app.command("predict")(predict.predict)
 app.command("evaluate")(evaluate.evaluate)
+app.command("report")(report.report)
 app.command("provision")(provision.provision)
 app.command("run")(deploy.run)
 
