@@ -70,13 +70,14 @@ class FederationSpec(BaseModel):
         "(server optimiser, server_learning_rate); trimmed-mean (trim_fraction) and multikrum "
         "(byzantine_sites) are robust to a few hostile updates",
     )
-    proximal_mu: float = Field(default=0.01, ge=0, description="fedprox: weight of (mu/2)·||w - w_global||²")
-    server_learning_rate: float = Field(default=0.1, gt=0, description="fedadam / fedyogi: server step size η")
+    proximal_mu: float = Field(default=0.01, ge=0, allow_inf_nan=False, description="fedprox: weight of (mu/2)·||w - w_global||²")
+    server_learning_rate: float = Field(default=0.1, gt=0, allow_inf_nan=False, description="fedadam / fedyogi: server step size η")
     trim_fraction: float = Field(default=0.2, ge=0, lt=0.5, description="trimmed-mean: fraction cut at each end")
     byzantine_sites: int = Field(default=1, ge=0, description="multikrum: hostile sites to tolerate")
     max_update_norm: float | None = Field(
         default=None,
         gt=0,
+        allow_inf_nan=False,
         description="reject a site's update whose L2 distance from the global model exceeds this "
         "(audited in the round's failures; the round proceeds with the others). None = off",
     )
@@ -85,10 +86,10 @@ class FederationSpec(BaseModel):
     )
     secure_aggregation: SecureAggregationSpec = Field(default_factory=SecureAggregationSpec)
     connect_timeout_s: float = Field(
-        default=300.0, gt=0, description="how long to wait for the sites to connect"
+        default=300.0, gt=0, allow_inf_nan=False, description="how long to wait for the sites to connect"
     )
     round_timeout_s: float = Field(
-        default=900.0, gt=0, description="how long one round's replies are awaited"
+        default=900.0, gt=0, allow_inf_nan=False, description="how long one round's replies are awaited"
     )
 
     @model_validator(mode="after")

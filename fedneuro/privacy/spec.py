@@ -16,8 +16,8 @@ class PrivacySpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    noise_multiplier: float = Field(default=1.0, gt=0, description="σ: noise std / clipping norm")
-    max_grad_norm: float = Field(default=1.0, gt=0, description="C: clipping norm of one unit's gradient")
+    noise_multiplier: float = Field(default=1.0, gt=0, allow_inf_nan=False, description="σ: noise std / clipping norm")
+    max_grad_norm: float = Field(default=1.0, gt=0, allow_inf_nan=False, description="C: clipping norm of one unit's gradient")
     delta: float | None = Field(
         default=None,
         gt=0,

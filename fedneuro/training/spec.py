@@ -14,8 +14,8 @@ class TrainingSpec(BaseModel):
     batch_size: int = Field(
         default=16, ge=1, description="expected privacy units (participants, or windows) per step; Poisson sampled"
     )
-    learning_rate: float = Field(default=0.1, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
+    learning_rate: float = Field(default=0.1, gt=0, allow_inf_nan=False)
+    weight_decay: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     optimizer: Literal["sgd", "adam"] = Field(
         default="sgd",
         description="'sgd' (with momentum) is the robust choice under DP noise; Adam's per-"
