@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -45,7 +45,7 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     data = _read(path, "private key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
         raise KeyFileError(f"{path}: not an unencrypted PEM private key ({error})") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"{path}: a {type(key).__name__}, but signing keys must be Ed25519")
@@ -59,7 +59,7 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 def public_key_from_pem(data: bytes, *, source: str = "public key") -> Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
         raise KeyFileError(f"{source}: not a PEM public key ({error})") from None
     if not isinstance(key, Ed25519PublicKey):
         raise KeyFileError(f"{source}: a {type(key).__name__}, but signing keys must be Ed25519")
