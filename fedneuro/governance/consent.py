@@ -187,7 +187,13 @@ def load_registry(state_dir: Path) -> ConsentRegistry:
 def save_registry(state_dir: Path, registry: ConsentRegistry) -> Path:
     path = consent_path(state_dir)
     # Who consented to what is personal data: readable by the site's account only.
-    write_bytes_atomic(path, (registry.model_dump_json(indent=2) + "\n").encode(), mode=0o600)
+    try:
+        write_bytes_atomic(path, (registry.model_dump_json(indent=2) + "\n").encode(), mode=0o600)
+    except OSError as error:
+        raise ConsentFileError(
+            f"{path}: cannot save the consent registry ({error.strerror or error}); the registry on disk is "
+            "unchanged. Check that the site's state directory is writable and has space."
+        ) from error
     return path
 
 
@@ -195,8 +201,15 @@ def save_registry(state_dir: Path, registry: ConsentRegistry) -> Path:
 def _locked(state_dir: Path) -> Iterator[None]:
     """Serialise read-modify-write of the registry between processes."""
     state_dir = Path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state_dir / f".{CONSENT_FILE}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    lock = state_dir / f".{CONSENT_FILE}.lock"
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as error:
+        raise ConsentFileError(
+            f"{lock}: cannot lock the consent registry ({error.strerror or error}); nothing was changed. "
+            "Check that the site's state directory is writable."
+        ) from error
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -279,7 +292,11 @@ def read_consent_source(path: Path) -> tuple[list[ConsentRecord], list[str]]:
 
 
 def _table_rows(path: Path, text: str, delimiter: str) -> list[tuple[str, dict[str, Any]]]:
-    lines = [cells for cells in csv.reader(text.splitlines(), delimiter=delimiter)]
+    reader = csv.reader(text.splitlines(), delimiter=delimiter)
+    try:
+        lines = list(reader)
+    except csv.Error as error:  # e.g. a field beyond csv's size limit
+        raise ConsentImportError(f"{path}: line {reader.line_num}: {error}; nothing imported") from None
     numbered = [(n, cells) for n, cells in enumerate(lines, start=1) if any(c.strip() for c in cells)]
     if not numbered:
         raise ConsentImportError(f"{path} is empty: it needs a header line with the columns {', '.join(COLUMNS)}")
@@ -318,6 +335,8 @@ def _json_rows(path: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
         items = json.loads(text)
     except json.JSONDecodeError as error:
         raise ConsentImportError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+    except RecursionError:
+        raise ConsentImportError(f"{path}: not valid JSON (nested too deeply to read)") from None
     if not isinstance(items, list):
         raise ConsentImportError(
             f"{path}: expected a JSON list of objects with the keys {', '.join(COLUMNS)}, got a {type(items).__name__}"
