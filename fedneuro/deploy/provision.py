@@ -187,6 +187,8 @@ def load_kit(kit_dir: Path, *, check_permissions: bool = True) -> Kit:
         raise KitError(f"{kit_path}: not found; is {kit_dir} a kit folder written by `fedneuro provision`?") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise KitError(f"{kit_path}: cannot read it as JSON ({error})") from None
+    except RecursionError:
+        raise KitError(f"{kit_path}: cannot read it as JSON (nested too deeply)") from None
     try:
         kit = Kit.model_validate(raw)
     except ValidationError as error:
