@@ -253,7 +253,11 @@ def _check_header(
         )
     elif bad_pixdim:
         notes.append(f"pixdim[1:4] = {pixdim.tolist()} is invalid; geometry from the sform")
-    unit = img.header.get_xyzt_units()[0]
+    try:
+        unit = img.header.get_xyzt_units()[0]
+    except KeyError:  # nibabel looks the code up in its table; a corrupt byte is not there
+        problems.append(f"xyzt_units = {int(raw['xyzt_units'])} is not a NIfTI unit code: the header is corrupt")
+        unit = "unknown"
     factor = _UNIT_TO_MM.get(unit, 1.0)
     if unit == "unknown":
         notes.append("spatial unit not set in the header: millimetres assumed")
@@ -285,7 +289,11 @@ def _check_header(
             else:
                 affine = aff
     if sform_code > 0 and qform_code > 0:
-        diff = float(np.abs(img.header.get_sform() - img.header.get_qform()).max())
+        try:
+            diff = float(np.abs(img.header.get_sform() - img.header.get_qform()).max())
+        except ValueError as err:  # a quaternion that is not a rotation; the sform is used anyway
+            notes.append(f"the qform is invalid ({err}); the sform was used")
+            diff = 0.0
         if np.isfinite(diff) and diff > 0.5:
             notes.append(f"sform and qform disagree (by up to {diff:.3g}); the sform was used")
     if affine is not None:
