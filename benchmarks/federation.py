@@ -79,6 +79,7 @@ def _round_overhead(sites: dict[str, Path], root: Path, rounds: int, secure: boo
     from fedneuro.federation.codec import encode_arrays
     from fedneuro.federation.rounds import run_rounds
     from fedneuro.federation.strategies import build_strategy
+    from fedneuro.governance.consent import import_consent_file
     from fedneuro.models.exchange import exchange_manifest, trainable_state
     from fedneuro.study import default_study_path, load_study
     from fedneuro.training.site import build_study_model
@@ -88,12 +89,16 @@ def _round_overhead(sites: dict[str, Path], root: Path, rounds: int, secure: boo
     base = load_study(default_study_path())
     federation = base.federation.model_copy(update={"secure_aggregation": base.federation.secure_aggregation.model_copy(
         update={"enabled": secure})})
-    study = base.model_copy(update={"federation": federation})
+    # Small benchmark sites: lower the demo's cohort floors; consents imported as a site would.
+    governance = base.governance.model_copy(update={"min_cohort": 3, "min_participants_per_metric": 2})
+    study = base.model_copy(update={"federation": federation, "governance": governance})
     configs = {}
     for node, (name, bids) in enumerate(sites.items(), start=1):
         path = root / f"{'secure' if secure else 'plain'}-{name}.json"
-        path.write_text(json.dumps({"name": name, "bids_root": str(bids), "device": "cpu",
-                                    "state_dir": str(root / ("secure" if secure else "plain") / name), "noise_seed": node}))
+        state_dir = root / ("secure" if secure else "plain") / name
+        import_consent_file(state_dir, bids / "participants.tsv")
+        path.write_text(json.dumps({"name": name, "bids_root": str(bids), "device": "cpu", "state_dir": str(state_dir),
+                                    "noise_seed": node, "policy": {"accepted_purposes": ["HMB"]}}))
         configs[node] = path
     model = build_study_model(study)
     manifest = exchange_manifest(model)

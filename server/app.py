@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
+from typing import Any
 
 from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedneuro.federation.checkpoint import load_checkpoint, restore_random_state, restore_strategy, save_checkpoint
 from fedneuro.federation.codec import decode_arrays, encode_arrays
-from fedneuro.federation.launch import launch_for_run
+from fedneuro.atomic import write_bytes_atomic
+from fedneuro.federation.launch import Launch, launch_for_run
+from fedneuro.governance.audit import AuditLog
+from fedneuro.governance.keys import load_signing_key, public_key_pem
 from fedneuro.federation.results import StudyRecord, save_adapter
 from fedneuro.federation.rounds import RoundReport, run_rounds
 from fedneuro.federation.strategies import build_strategy
@@ -53,11 +58,26 @@ def main(grid: Grid, context: Context) -> None:
             },
         },
     )
+    audit = _audit_log(launch)
+
+    def audited(event: str, data: dict[str, Any]) -> None:
+        if audit is not None:
+            audit.append(event, data, now=datetime.now(UTC))
+
     logger.info("study %s: %d sites, %d rounds, backbone %s, %d adapter bytes exchanged per site",
                 study.study.id, n_sites, study.federation.rounds, study.model.backbone, manifest.nbytes)
 
     def on_round_end(report: RoundReport, arrays: object) -> None:
         record.add(report)
+        audited("round-finished", {
+            "round": report.round,
+            "contributing_sites": sorted(n for n, s in report.sites.items() if s.num_examples),
+            "epsilon_per_site": {n: s.epsilon for n, s in sorted(report.sites.items()) if s.num_examples},
+            "bytes_uploaded_per_site": {n: s.bytes_uploaded for n, s in sorted(report.sites.items()) if s.num_examples},
+            "balanced_accuracy": report.balanced_accuracy,
+            "failures": report.failures,
+            "global_adapter_round": report.round,
+        })
         state = decode_arrays(arrays, manifest, source="aggregated model")  # type: ignore[arg-type]
         save_adapter(
             record.adapter_path,
@@ -110,6 +130,16 @@ def main(grid: Grid, context: Context) -> None:
     if remaining <= 0:
         record.write(status="completed", wall_time_s=time.monotonic() - started)
         return
+    audited("study-started", {
+        "study_id": study.study.id,
+        "study_digest": study.digest(),
+        "tensor_manifest_sha256": manifest.digest(),
+        "first_round": first_round,
+        "rounds": study.federation.rounds,
+        "expected_sites": n_sites,
+        "secure_aggregation": study.federation.secure_aggregation.enabled,
+        "strategy": study.federation.strategy,
+    })
     try:
         run_rounds(
             grid,
@@ -117,7 +147,8 @@ def main(grid: Grid, context: Context) -> None:
             first_round=first_round,
             initial_arrays=encode_arrays(initial),
             manifest=manifest,
-            base_config=ConfigRecord({"study": study.to_json(), "manifest": manifest.to_json()}),
+            base_config=ConfigRecord({"study": study.to_json(), "manifest": manifest.to_json(),
+                                      "study-signature": launch.study_signature or ""}),
             rounds=remaining,
             min_sites=min_sites,
             connect_timeout_s=study.federation.connect_timeout_s,
@@ -126,7 +157,23 @@ def main(grid: Grid, context: Context) -> None:
             federation=study.federation,
             on_round_end=on_round_end,
         )
-    except Exception:
+    except Exception as error:
         record.write(status="failed", wall_time_s=time.monotonic() - started)
+        audited("study-failed", {"study_id": study.study.id, "error": str(error)[:2000]})
         raise
     record.write(status="completed", wall_time_s=time.monotonic() - started)
+    audited("study-completed", {"study_id": study.study.id, "rounds": study.federation.rounds})
+
+
+def _audit_log(launch: Launch) -> AuditLog | None:
+    """The coordinator's signed audit log in the study's output folder, with its public key
+    beside it (``coordinator.pub``) so anyone can verify the chain."""
+    if launch.signing_key is None:
+        logger.warning("no coordinator signing key: this study's coordinator audit log is not written")
+        return None
+    key = load_signing_key(launch.signing_key)
+    launch.out_dir.mkdir(parents=True, exist_ok=True)
+    public = launch.out_dir / "coordinator.pub"
+    if not public.is_file():
+        write_bytes_atomic(public, public_key_pem(key.public_key()))
+    return AuditLog(launch.out_dir / "coordinator.audit.jsonl", key, actor="coordinator")

@@ -11,6 +11,8 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from client.app import app as client_app
+from sites import small_cohort, write_site_config
+
 from fedneuro.federation.codec import encode_arrays
 from fedneuro.federation.launch import LaunchError
 from fedneuro.models.exchange import exchange_manifest, trainable_state
@@ -26,15 +28,13 @@ ALLOWED_EVAL_METRICS = {"num-examples", "eval-loss", "window-confusion", "partic
 @pytest.fixture(scope="module")
 def study() -> Study:
     base = load_study(default_study_path())
-    return base.model_copy(update={"model": base.model.model_copy(update={"backbone": "biot-tiny"})})
+    return small_cohort(base.model_copy(update={"model": base.model.model_copy(update={"backbone": "biot-tiny"})}))
 
 
 @pytest.fixture()
 def site_config(tmp_path: Path, data_consortium: dict[str, Path]) -> Path:
     name, root = next(iter(data_consortium.items()))
-    path = tmp_path / "site.json"
-    path.write_text(json.dumps({"name": name, "bids_root": str(root), "state_dir": str(tmp_path / "state"), "noise_seed": 3}))
-    return path
+    return write_site_config(tmp_path, name, root, noise_seed=3)
 
 
 def _call(kind: str, study: Study, site_config: Path, server_round: int = 1, coordinator_study: Study | None = None) -> Message:

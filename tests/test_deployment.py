@@ -73,6 +73,8 @@ def _study(tmp_path: Path) -> Path:
     text = (Path(__file__).parents[1] / "fedneuro" / "studies" / "demo.toml").read_text()
     text = text.replace('backbone = "biot-small"', 'backbone = "biot-tiny"').replace("rounds = 5", "rounds = 2")
     text = text.replace("max_weight = 10000", "max_weight = 1000")
+    # 12-participant test sites: the demo's cohort floors (20 / 10) would refuse them.
+    text = text.replace("min_cohort = 20", "min_cohort = 3").replace("min_participants_per_metric = 10", "min_participants_per_metric = 2")
     assert "enabled = true" in text  # the demo study runs with secure aggregation
     path = tmp_path / "study.toml"
     path.write_text(text)
@@ -90,6 +92,25 @@ def test_superlink_and_three_supernodes_with_tls_node_auth_and_secure_aggregatio
     assert provisioned.returncode == 0, provisioned.stderr
     study_path = _study(tmp_path)
     study = load_study(study_path)
+    # The coordinator signs the study; each site imports consents, trusts the coordinator's
+    # key, and approves the run plan with its own key: the commands of docs/site-operator.md.
+    signed = _cli(["study", "sign", str(study_path), "--key", str(kits / "coordinator" / "signing.key")], 60)
+    assert signed.returncode == 0, signed.stderr
+    site_configs = {}
+    for name, root in data_consortium.items():
+        kit = kits / "sites" / name
+        state = tmp_path / "site-state" / name
+        config = tmp_path / f"{name}.toml"
+        config.write_text(
+            f'name = "{name}"\nbids_root = "{root}"\nstate_dir = "{state}"\nsigning_key = "{kit / "signing.key"}"\n'
+            f"noise_seed = {derive_seed(study.study.seed, name, 'simulated-noise')}\n\n"
+            f'[policy]\naccepted_purposes = ["HMB"]\ntrusted_coordinator_keys = ["{kit / "coordinator.signing.pub"}"]\n'
+        )
+        site_configs[name] = config
+        for args in (["consent", "import", str(root / "participants.tsv"), "--state-dir", str(state)],
+                     ["site", "approve", str(study_path), "--config", str(config)]):
+            done = _cli(args, 120)
+            assert done.returncode == 0, f"{args[:2]}: {done.stdout}{done.stderr}"
 
     # One thread per process: three sites on two shared cores would otherwise oversubscribe.
     env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
@@ -98,12 +119,7 @@ def test_superlink_and_three_supernodes_with_tls_node_auth_and_secure_aggregatio
         server = _Process(["server", "start", "--kit", str(kits / "coordinator"), "--state", str(tmp_path / "coordinator")], env)
         processes.append(server)
         server.wait_for("listening on", 90)
-        for index, (name, root) in enumerate(data_consortium.items()):
-            config = tmp_path / f"{name}.toml"
-            config.write_text(
-                f'name = "{name}"\nbids_root = "{root}"\nstate_dir = "{tmp_path / "site-state" / name}"\n'
-                f"noise_seed = {derive_seed(study.study.seed, name, 'simulated-noise')}\n"
-            )
+        for name, config in site_configs.items():
             processes.append(_Process(["site", "start", "--kit", str(kits / "sites" / name), "--config", str(config),
                                        "--clientappio-port", str(_free_port())], env))
         run = _cli(["run", str(study_path), "--kit", str(kits / "coordinator"), "--timeout", "900", "--json"], 960, env)
@@ -129,6 +145,15 @@ def test_superlink_and_three_supernodes_with_tls_node_auth_and_secure_aggregatio
         assert set(report["sites"]) == set(data_consortium) and not report["failures"]
     assert any("TLS + SuperNode authentication" in line for line in server.lines)
     assert sum("registered site" in line for line in server.lines) == 3
+    # Every party's signed audit chain verifies with its public key.
+    for name in data_consortium:
+        state = tmp_path / "site-state" / name
+        verified = _cli(["audit", "verify", str(state / f"{name}.audit.jsonl"), "--pubkey", str(kits / "sites" / name / "signing.pub"), "--json"], 60)
+        assert verified.returncode == 0, verified.stdout
+        assert json.loads(verified.stdout)["entries"] >= 4  # trained + evaluated, two rounds
+    coordinator = _cli(["audit", "verify", str(study_dir / "coordinator.audit.jsonl"), "--pubkey",
+                        str(kits / "coordinator" / "signing.pub"), "--json"], 60)
+    assert coordinator.returncode == 0, coordinator.stdout
 
     # The same study and seeds in Flower's simulation engine.
     out = tmp_path / "simulated"

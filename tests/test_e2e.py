@@ -25,6 +25,8 @@ FEDNEURO = [sys.executable, "-m", "fedneuro.cli.main"]
 def _tiny_study(tmp_path: Path, **federation: object) -> Path:
     text = (Path(__file__).parents[1] / "fedneuro" / "studies" / "demo.toml").read_text()
     text = text.replace('backbone = "biot-small"', 'backbone = "biot-tiny"').replace("rounds = 5", "rounds = 2")
+    # Small test sites: the demo's cohort floors (20 / 10) would refuse them.
+    text = text.replace("min_cohort = 20", "min_cohort = 3").replace("min_participants_per_metric = 10", "min_participants_per_metric = 2")
     for key, value in federation.items():
         line = re.compile(rf"^{key} = .*$", re.MULTILINE)
         if line.search(text):

@@ -17,6 +17,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import Key
 from flwr.supercore.task_identity import TaskIdentity
 
 from inprocess_grid import InProcessGrid
+from sites import small_cohort, write_site_config
 
 from fedneuro.federation.codec import encode_arrays
 from fedneuro.federation.rounds import run_rounds
@@ -55,12 +56,10 @@ def test_a_site_sends_only_tensors_and_aggregate_metrics(tmp_path: Path, data_co
     base = load_study(default_study_path())
     federation = base.federation.model_copy(update={"rounds": 2, "secure_aggregation": base.federation.secure_aggregation.model_copy(
         update={"enabled": secure, "max_weight": 1000.0})})
-    study = base.model_copy(update={"model": base.model.model_copy(update={"backbone": "biot-tiny"}), "federation": federation})
+    study = small_cohort(base.model_copy(update={"model": base.model.model_copy(update={"backbone": "biot-tiny"}), "federation": federation}))
     configs = {}
     for node, (name, root) in enumerate(data_consortium.items(), start=1):
-        path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({"name": name, "bids_root": str(root), "state_dir": str(tmp_path / name), "noise_seed": node}))
-        configs[node] = path
+        configs[node] = write_site_config(tmp_path, name, root, noise_seed=node)
     model = build_study_model(study)
     manifest = exchange_manifest(model)
     grid = InProcessGrid(configs)

@@ -75,7 +75,8 @@ def test_bids_layout_and_participants(consortium: dict[str, Path]) -> None:
         assert desc["BIDSVersion"] and desc["DatasetType"] == "raw" and desc["Name"]
         rows = _rows(root)
         assert len(rows) == N_PARTICIPANTS
-        assert list(rows[0]) == ["participant_id", "age", "sex", "diagnosis", "consent"]
+        assert list(rows[0]) == ["participant_id", "age", "sex", "diagnosis", "consent",
+                                 "consent_duo", "consent_date", "consent_expiry", "consent_withdrawn"]
         diagnoses = [r["diagnosis"] for r in rows]
         assert diagnoses.count("normal") == diagnoses.count("abnormal") == N_PARTICIPANTS // 2
         assert 1 <= sum(r["consent"] != "yes" for r in rows) <= 3

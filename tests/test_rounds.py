@@ -14,6 +14,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
 from inprocess_grid import InProcessGrid
+from sites import small_cohort, write_site_config
 
 from fedneuro.federation.codec import decode_arrays, encode_arrays
 from fedneuro.federation.rounds import FederationError, FederationTimeout, run_rounds
@@ -33,12 +34,10 @@ def _tampering(nodes: set[int]):
 def setup(tmp_path: Path, data_consortium):
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
     base = load_study(default_study_path())
-    study = base.model_copy(update={"model": base.model.model_copy(update={"backbone": "biot-tiny"})})
+    study = small_cohort(base.model_copy(update={"model": base.model.model_copy(update={"backbone": "biot-tiny"})}))
     configs = {}
     for node, (name, root) in enumerate(list(data_consortium.items())[:2], start=1):
-        path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({"name": name, "bids_root": str(root), "state_dir": str(tmp_path / name), "noise_seed": node}))
-        configs[node] = path
+        configs[node] = write_site_config(tmp_path, name, root, noise_seed=node)
     model = build_study_model(study)
     manifest = exchange_manifest(model)
     kwargs = dict(
@@ -147,9 +146,7 @@ def test_a_resumed_study_ends_with_the_same_adapter_as_an_uninterrupted_one(setu
         out = {}
         for node, path in configs.items():
             site = json.loads(path.read_text())
-            site["state_dir"] = str(tmp_path / name / site["name"])
-            out[node] = tmp_path / f"{name}-{node}.json"
-            out[node].write_text(json.dumps(site))
+            out[node] = write_site_config(tmp_path / name, site["name"], Path(site["bids_root"]), noise_seed=site["noise_seed"])
         return out
 
     straight = run_rounds(InProcessGrid(fresh_sites("straight")), build_strategy(spec, min_sites=2),

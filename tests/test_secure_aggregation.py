@@ -16,6 +16,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from pydantic import ValidationError
 
 from inprocess_grid import InProcessGrid
+from sites import small_cohort, write_site_config
 
 from fedneuro.federation.codec import decode_arrays, encode_arrays
 from fedneuro.federation.rounds import FederationError, run_rounds
@@ -34,20 +35,12 @@ def _study(secure: bool, strategy: str = "fedavg") -> Study:
         update={"strategy": strategy, "max_update_norm": NORM_BOUND,
                 "secure_aggregation": base.federation.secure_aggregation.model_copy(update={"enabled": secure, "max_weight": 1000.0})}
     )
-    return base.model_copy(update={"model": base.model.model_copy(update={"backbone": "biot-tiny"}), "federation": federation})
+    return small_cohort(base.model_copy(update={"model": base.model.model_copy(update={"backbone": "biot-tiny"}), "federation": federation}))
 
 
 def _site_configs(root: Path, consortium: dict[str, Path], policy: dict | None = None) -> dict[int, Path]:
-    configs = {}
-    root.mkdir(parents=True, exist_ok=True)
-    for node, (name, bids) in enumerate(consortium.items(), start=1):
-        path = root / f"{name}.json"
-        body = {"name": name, "bids_root": str(bids), "state_dir": str(root / name), "noise_seed": node}
-        if policy:
-            body["policy"] = policy
-        path.write_text(json.dumps(body))
-        configs[node] = path
-    return configs
+    return {node: write_site_config(root, name, bids, noise_seed=node, policy=policy)
+            for node, (name, bids) in enumerate(consortium.items(), start=1)}
 
 
 def _run(study: Study, grid: InProcessGrid, *, min_sites: int, reports: list | None = None) -> dict[str, np.ndarray]:

@@ -116,7 +116,7 @@ def server_start(
     kit = _load(kit_dir, "coordinator")
     state = state.resolve()
     state.mkdir(parents=True, exist_ok=True)
-    coordinator = CoordinatorConfig(state_dir=state, sites=sorted(kit.kit.sites))
+    coordinator = CoordinatorConfig(state_dir=state, sites=sorted(kit.kit.sites), signing_key=kit.file(kit.kit.signing.private))
     write_text_atomic(state / "coordinator.json", coordinator.model_dump_json(indent=2))
     listen = kit.kit.listen_host or "127.0.0.1"
     port = port or _port(kit.kit.superlink_address)
@@ -202,6 +202,7 @@ def run(
 ) -> None:
     """Submit a study to the consortium's SuperLink (checked here first) and follow it."""
     from fedneuro.deploy.runtime import DeploymentError, RunStatus, submit_study, wait_for_run
+    from fedneuro.governance.study_signature import signature_path_for
     from fedneuro.study import StudyFileError, load_study
 
     setup_logging()
@@ -210,7 +211,9 @@ def run(
     kit = _load(kit_dir, "coordinator")
     connection = _local_control(kit, insecure, superlink)
     with user_errors(DeploymentError):
-        run_id = submit_study(connection, study_path.read_text(encoding="utf-8"), resume=resume)
+        signature = signature_path_for(study_path)
+        run_id = submit_study(connection, study_path.read_text(encoding="utf-8"), resume=resume,
+                              study_signature=signature.read_text(encoding="utf-8") if signature.is_file() else "")
         console.print(f"submitted study {study.study.id} as run {run_id}{' (resume)' if resume else ''}")
         status = RunStatus(run_id=run_id, status="submitted")
         if wait:

@@ -107,6 +107,38 @@ def load_site_policy(path: Path) -> SitePolicy:
         fail(format_validation_error(error, source=str(path)))
 
 
+def _simulated_coordinator_key(out: Path) -> Path:
+    """The simulated coordinator's signing key, made once per output folder (a deployed
+    coordinator's comes from its kit)."""
+    from fedneuro.governance.keys import generate_signing_key, write_signing_key
+
+    path = out / "coordinator-keys" / "signing.key"
+    if not path.is_file():
+        write_signing_key(path, generate_signing_key())
+    return path
+
+
+def _study_signature(study_path: Path, study: Study, coordinator_key: Path):  # type: ignore[no-untyped-def]
+    """The study's coordinator signature: ``STUDY.sig`` beside the study file if there is one
+    (checked against the simulated coordinator's key by every site), else a fresh signature."""
+    from datetime import UTC, datetime
+
+    from fedneuro.governance.simulated import sign_simulated_study
+    from fedneuro.governance.study_signature import StudySignatureError, read_study_signature, signature_path_for
+
+    existing = signature_path_for(study_path)
+    if existing.is_file():
+        with user_errors(StudySignatureError, ValueError):
+            return read_study_signature(existing)
+    return sign_simulated_study(study, coordinator_key, now=datetime.now(UTC))
+
+
+def _weights_sha256(study: Study) -> str:
+    from fedneuro.training.site import build_study_model
+
+    return build_study_model(study).weights_sha256 or "random-init"
+
+
 def run_simulated_study(
     study_path: Path,
     study: Study,
@@ -118,6 +150,7 @@ def run_simulated_study(
 ) -> dict[str, Any]:
     from fedneuro.federation.launch import Launch
     from fedneuro.federation.simulation import run_local_simulation
+    from fedneuro.governance.simulated import prepare_simulated_site
     from fedneuro.governance.site import SiteConfig, derive_seed
 
     names = [name for name, _ in sites]
@@ -131,22 +164,34 @@ def run_simulated_study(
     if missing:
         fail(f"not a site dataset (no participants.tsv, nor a loose-file recordings.tsv): {', '.join(missing)}")
     out = out.resolve()
+    signing_key = _simulated_coordinator_key(out)
+    signature = _study_signature(study_path, study, signing_key)
+    weights_sha256 = _weights_sha256(study)
+    site_configs = []
     with user_errors(ValueError):
+        for name, path in sites:
+            state_dir = out / "sites" / name
+            simulated = prepare_simulated_site(
+                study, name=name, bids_root=path.resolve(), state_dir=state_dir,
+                coordinator_public_key=signing_key.with_suffix(".pub"), signature=signature,
+                base_policy=policy or SitePolicy(), weights_sha256=weights_sha256,
+            )
+            site_configs.append(SiteConfig(
+                name=name,
+                bids_root=path.resolve(),
+                state_dir=state_dir,
+                policy=simulated.policy,
+                signing_key=simulated.signing_key,
+                # Simulation only: reproducible noise. A deployed site keeps a secret.
+                noise_seed=derive_seed(study.study.seed, name, "simulated-noise"),
+            ))
         launch = Launch(
+            signing_key=signing_key,
+            study_signature=signature.model_dump_json(),
             study_path=study_path.resolve(),
             out_dir=out,
             resume=resume,
-            sites=[
-                SiteConfig(
-                    name=name,
-                    bids_root=path.resolve(),
-                    state_dir=out / "sites" / name,
-                    policy=policy or SitePolicy(),
-                    # Simulation only: reproducible noise. A deployed site keeps a secret.
-                    noise_seed=derive_seed(study.study.seed, name, "simulated-noise"),
-                )
-                for name, path in sites
-            ],
+            sites=site_configs,
         )
     console.log(f"study {study.study.id}: {len(sites)} sites, {study.federation.rounds} rounds, "
                 f"backbone {study.model.backbone}, DP σ={study.privacy.noise_multiplier} (unit: {study.privacy.unit})")

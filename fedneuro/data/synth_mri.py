@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 
 from fedneuro.atomic import partial_dir_for, swap_dir_into_place
-from fedneuro.data.synth_cohort import diagnoses_and_consent, participant_id
+from fedneuro.data.synth_cohort import DUO_CONSENT_COLUMNS, diagnoses_and_consent, duo_consents, participant_id
 
 __all__ = [
     "DEFAULT_MRI_PROFILES",
@@ -324,10 +324,11 @@ def _write_json(path: Path, payload: dict[str, object]) -> None:
     path.write_text(json.dumps(payload, indent=4) + "\n", encoding="utf-8")
 
 
-def _participants(rng: np.random.Generator, n: int) -> list[dict[str, str]]:
-    """Balanced diagnoses; a few participants per site refused or withdrew consent."""
+def _participants(rng: np.random.Generator, n: int, consent_rng: np.random.Generator) -> list[dict[str, str]]:
+    """Balanced diagnoses; a few participants per site refused or withdrew consent; GA4GH DUO
+    consent terms from a separate generator (so images and labels do not depend on them)."""
     diagnosis, consent = diagnoses_and_consent(rng, n)
-    return [
+    rows = [
         {
             "participant_id": participant_id(i, n),
             "age": str(int(rng.integers(20, 86))),
@@ -337,6 +338,9 @@ def _participants(rng: np.random.Generator, n: int) -> list[dict[str, str]]:
         }
         for i in range(n)
     ]
+    for row, duo in zip(rows, duo_consents(consent_rng, consent), strict=True):
+        row.update(duo)
+    return rows
 
 
 def _write_metadata(root: Path, profile: MRISiteProfile, rows: list[dict[str, str]]) -> None:
@@ -371,6 +375,7 @@ def _write_metadata(root: Path, profile: MRISiteProfile, rows: list[dict[str, st
                 "Description": "Consent to use the images for federated model training",
                 "Levels": {"yes": "consented", "no": "refused", "withdrawn": "withdrawn"},
             },
+            **DUO_CONSENT_COLUMNS,
         },
     )
 
@@ -422,7 +427,7 @@ def synthesize_mri_site(
         )
     final, tmp = partial_dir_for(out_dir, profile.name)
     children = np.random.SeedSequence(seed).spawn(n_participants + 1)
-    rows = _participants(np.random.default_rng(children[0]), n_participants)
+    rows = _participants(np.random.default_rng(children[0]), n_participants, np.random.default_rng([seed, 7331]))
     try:
         tmp.mkdir()
         for row, child in zip(rows, children[1:]):

@@ -134,7 +134,7 @@ def flwr(connection: ControlConnection, args: list[str], *, timeout_s: float = 1
     return reply
 
 
-def write_study_app(app_dir: Path, study_text: str, *, resume: bool) -> Path:
+def write_study_app(app_dir: Path, study_text: str, *, resume: bool, study_signature: str = "") -> Path:
     """The Flower app a study is submitted as: only a pyproject naming fedneuro's apps, with the
     study file's text in its run config. No code travels: the coordinator and every site run
     the fedneuro they installed (and approved)."""
@@ -161,6 +161,7 @@ clientapp = "client.app:app"
 [tool.flwr.app.config]
 launch = ""
 study-toml = {json.dumps(study_text)}
+study-signature = {json.dumps(study_signature)}
 resume = {"true" if resume else "false"}
 """)
     return app_dir
@@ -181,10 +182,10 @@ class RunStatus(BaseModel):
         return self.status == TERMINAL_PREFIX + "completed"
 
 
-def submit_study(connection: ControlConnection, study_text: str, *, resume: bool = False) -> str:
-    """Submit a study to the SuperLink; return Flower's run id."""
+def submit_study(connection: ControlConnection, study_text: str, *, resume: bool = False, study_signature: str = "") -> str:
+    """Submit a study (and the coordinator's signature of it) to the SuperLink; Flower's run id."""
     with tempfile.TemporaryDirectory(prefix="fedneuro-app-") as tmp:
-        app = write_study_app(Path(tmp) / "fedneuro-study", study_text, resume=resume)
+        app = write_study_app(Path(tmp) / "fedneuro-study", study_text, resume=resume, study_signature=study_signature)
         reply = flwr(connection, ["run", str(app), CONNECTION_NAME])
     return str(reply["run-id"])
 

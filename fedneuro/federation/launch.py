@@ -39,6 +39,12 @@ class Launch(BaseModel):
         default=None, ge=1, description="deployment: sites of the consortium (simulation: len(sites))"
     )
     resume: bool = Field(default=False, description="continue from the checkpoint in out_dir")
+    signing_key: Path | None = Field(
+        default=None, description="the coordinator's Ed25519 key: signs its audit log (coordinator.audit.jsonl)"
+    )
+    study_signature: str | None = Field(
+        default=None, description="the coordinator's signature of the study (STUDY.sig, JSON), sent to every site"
+    )
 
     @property
     def n_sites(self) -> int:
@@ -52,6 +58,7 @@ class CoordinatorConfig(BaseModel):
 
     state_dir: Path = Field(description="writable: one folder per study (checkpoint, adapter, summary)")
     sites: list[str] = Field(min_length=1, description="the consortium's sites (from the coordinator kit)")
+    signing_key: Path | None = Field(default=None, description="the coordinator's Ed25519 signing key (kit)")
 
     def study_dir(self, study_id: str) -> Path:
         return self.state_dir / "studies" / study_id
@@ -87,6 +94,8 @@ def launch_for_run(run_config: dict[str, object]) -> Launch:
         out_dir=out_dir,
         expected_sites=len(coordinator.sites),
         resume=bool(run_config.get("resume", False)),
+        signing_key=coordinator.signing_key,
+        study_signature=str(run_config.get("study-signature") or "") or None,
     )
 
 
