@@ -33,6 +33,30 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def write_files_atomic(files: list[tuple[Path, bytes]]) -> None:
+    """Write every file to a temporary sibling first, then rename them into place in order.
+
+    A failure while writing (disk full, read-only folder) leaves every previous file as it was
+    and no temporary file behind. Renames need no space, so only a crash between them can mix
+    old and new files: make the last file a commit point that names the others' hashes.
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            staged.append((tmp, path))
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+
+
 def partial_dir_for(out_dir: Path, name: str) -> tuple[Path, Path]:
     """(final folder, empty temporary sibling to build it in) for :func:`swap_dir_into_place`."""
     out_dir = Path(out_dir)
