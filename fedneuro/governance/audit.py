@@ -147,8 +147,11 @@ class AuditLog:
             canonical_json(data)
         except (TypeError, ValueError) as error:
             raise ValueError(f"audit data for event {event!r} is not plain JSON ({error}); use str, numbers, lists, dicts") from None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as error:
+            raise self._append_failed(event, error) from error
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # read the tail and append as one step
             last = self._checked_tail(fd)
@@ -162,13 +165,27 @@ class AuditLog:
             }
             digest = entry_hash(body)
             entry = AuditEntry(**body, hash=digest, signature=_b64(sign(self._key, bytes.fromhex(digest))))
-            os.write(fd, canonical_json(entry.model_dump()) + b"\n")
-            os.fsync(fd)
             head = AuditHead(seq=entry.seq, hash=digest, signature=_b64(sign(self._key, _head_message(entry.seq, digest))))
-            write_bytes_atomic(self.head_path, canonical_json(head.model_dump()) + b"\n")
+            end = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                line = memoryview(canonical_json(entry.model_dump()) + b"\n")
+                while line:  # a short write (disk full) leaves the rest to the next call, which raises
+                    line = line[os.write(fd, line):]
+                os.fsync(fd)
+                write_bytes_atomic(self.head_path, canonical_json(head.model_dump()) + b"\n")
+            except OSError as error:
+                # Log and head must agree: a torn line or an unsigned tail would stop every later append.
+                os.ftruncate(fd, end)
+                raise self._append_failed(event, error) from error
         finally:
             os.close(fd)  # releases the lock
         return entry
+
+    def _append_failed(self, event: str, error: OSError) -> AuditLogError:
+        return AuditLogError(
+            f"{self.path}: cannot append the {event!r} entry ({error.strerror or error}); the log and its head are "
+            "unchanged. Check that the folder is writable and has space."
+        )
 
     def _checked_tail(self, fd: int) -> AuditEntry | None:
         """The last entry, refusing to extend a log whose tail or head is not what we signed."""
