@@ -110,6 +110,7 @@ def server_start(
         superlink_command,
         wait_for_port,
     )
+    from fedneuro.deploy.guarded_apps import install_guards
     from fedneuro.federation.launch import COORDINATOR_ENV, CoordinatorConfig
 
     setup_logging()
@@ -124,7 +125,8 @@ def server_start(
     assert server is not None  # a coordinator kit always has one (Kit validates roles)
     tls = None if insecure else ServerTLS(ca_cert=kit.file(kit.kit.ca.file), cert=kit.file(server.cert), key=kit.file(server.key))
     cmd = superlink_command(host=listen, port=port, database=state / "superlink.db", tls=tls, node_auth=not insecure)
-    env = flower_env({COORDINATOR_ENV: str(state / "coordinator.json")})
+    # Submitted apps run only the installed ServerApp (a submitted app may carry code).
+    env = flower_env({COORDINATOR_ENV: str(state / "coordinator.json")}, guards=install_guards(state / "bin"))
     if insecure:
         console.print("[bold yellow]warning:[/] --insecure: plaintext and no SuperNode authentication")
     process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
@@ -162,6 +164,7 @@ def site_start(
 ) -> None:
     """Start this site's SuperNode: it dials the coordinator (outbound only) and runs the
     fedneuro installed here, under this site's configuration and policy. Foreground."""
+    from fedneuro.deploy.guarded_apps import install_guards
     from fedneuro.deploy.runtime import flower_env, supernode_command
     from fedneuro.federation.launch import LaunchError, load_site_config
 
@@ -187,7 +190,10 @@ def site_start(
     )
     console.print(f"site {site.name}: SuperNode dialling {superlink or kit.kit.superlink_address}"
                   f"{' (plaintext)' if insecure else ' over TLS with node authentication'}")
-    raise typer.Exit(_run_foreground(cmd, flower_env(), what=f"SuperNode of {site.name}"))
+    # Submitted apps run only the installed ClientApp and its governance gate (a submitted
+    # Flower app may carry code of its own, which Flower would otherwise run here).
+    env = flower_env(guards=install_guards(site.state_dir / "bin"))
+    raise typer.Exit(_run_foreground(cmd, env, what=f"SuperNode of {site.name}"))
 
 
 def run(

@@ -37,9 +37,13 @@ def flower_bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def flower_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+def flower_env(extra: dict[str, str] | None = None, *, guards: Path | None = None) -> dict[str, str]:
+    """The environment of a SuperLink/SuperNode: this interpreter's Flower commands first on
+    the PATH, preceded by ``guards`` (fedneuro.deploy.guarded_apps wrappers) when given."""
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    if guards is not None:
+        env["PATH"] = str(guards) + os.pathsep + env["PATH"]
     env.update(extra or {})
     return env
 
