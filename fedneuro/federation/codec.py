@@ -21,8 +21,19 @@ def encode_arrays(state: Mapping[str, np.ndarray]) -> ArrayRecord:
 
 
 def decode_arrays(record: ArrayRecord, manifest: TensorManifest | None = None, *, source: str = "arrays") -> dict[str, np.ndarray]:
-    """ArrayRecord -> named numpy arrays, checked against ``manifest`` when given."""
-    state = {name: array.numpy() for name, array in record.items()}
+    """ArrayRecord -> named numpy arrays, checked against ``manifest`` when given.
+
+    Raises :class:`ExchangeError` naming ``source`` and the tensor when bytes do not decode.
+    """
+    state: dict[str, np.ndarray] = {}
+    undecodable: list[str] = []
+    for name, array in record.items():
+        try:
+            state[name] = array.numpy()
+        except (ValueError, TypeError, EOFError, OSError) as error:  # np.load of hostile bytes
+            undecodable.append(f"tensor {name!r} cannot be decoded ({error})")
+    if undecodable:
+        raise ExchangeError(f"{source}: " + "; ".join(undecodable))
     if manifest is not None:
         manifest.check(state, source=source)
     return state

@@ -9,6 +9,7 @@ is reported (or fails loudly, never silently skipped).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,10 @@ from fedneuro.metrics import balanced_accuracy
 from fedneuro.models.manifest import ExchangeError, TensorManifest
 
 logger = logging.getLogger(__name__)
+
+# What a plain train reply holds (client/site_work.py): anything else is refused, not aggregated.
+TRAIN_RECORDS: dict[str, type] = {"arrays": ArrayRecord, "metrics": MetricRecord, "site": ConfigRecord}
+TRAIN_METRICS = frozenset({"num-examples", "privacy-units", "train-loss", "dp-steps", "epsilon", "delta"})
 
 
 class FederationError(RuntimeError):
@@ -145,14 +150,19 @@ def run_rounds(
 
         eval_replies = _send(grid, strategy.configure_evaluate(server_round, arrays, ConfigRecord(dict(base_config)), grid), round_timeout_s)
         window_confusions, participant_confusions = [], []
+        n_classes = manifest.model.n_outputs if manifest.model is not None else None
         for reply in eval_replies:
             name = site_name(reply)
             if reply.has_error():
                 failures.append(f"{name}: evaluate failed: {error_reason(reply)}")
                 continue
-            metrics = reply.content["metrics"]
-            window_cm = _square(metrics["window-confusion"])
-            participant_cm = _square(metrics["participant-confusion"])
+            try:
+                window_cm, participant_cm = (_confusion(reply, key, n_classes) for key in
+                                             ("window-confusion", "participant-confusion"))
+            except FederationError as error:
+                failures.append(f"{name}: evaluation rejected: {error}")
+                continue
+            n_classes = window_cm.shape[0]
             window_confusions.append(window_cm)
             participant_confusions.append(participant_cm)
             report = reports.setdefault(name, SiteRoundReport(site=name))
@@ -189,6 +199,10 @@ def _plain_train(
         name = site_name(reply)
         if reply.has_error():
             failures.append(f"{name}: train failed: {error_reason(reply)}")
+            continue
+        problems = _train_reply_problems(reply.content)
+        if problems:
+            failures.append(f"{name}: update rejected: " + "; ".join(problems))
             continue
         site_record = reply.content.config_records.get("site")
         claimed = site_record.get("manifest-sha256") if site_record is not None else None
@@ -264,6 +278,49 @@ def _secure_train(
     return [reply], len(result.site_metrics)
 
 
+def _train_reply_problems(content: RecordDict) -> list[str]:
+    """What makes a plain train reply unusable before its tensors are looked at: records other
+    than arrays/metrics/site (Flower's aggregation would raise on them for every site), metric
+    keys other than :data:`TRAIN_METRICS`, and a weight that is not a positive number."""
+    problems = []
+    unexpected = sorted(set(content.keys()) - set(TRAIN_RECORDS))
+    if unexpected:
+        problems.append(f"unexpected record(s) {unexpected}")
+    for key, kind in TRAIN_RECORDS.items():
+        if not isinstance(content.get(key), kind):
+            problems.append(f"no {kind.__name__} {key!r}")
+    metrics = content.get("metrics")
+    if isinstance(metrics, MetricRecord):
+        missing, extra = sorted(TRAIN_METRICS - set(metrics.keys())), sorted(set(metrics.keys()) - TRAIN_METRICS)
+        if missing:
+            problems.append(f"metrics lack {missing}")
+        if extra:
+            problems.append(f"metrics carry unexpected {extra} (a site sends only {sorted(TRAIN_METRICS)})")
+        weight = metrics.get("num-examples")
+        if "num-examples" in metrics and not (
+            isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight) and weight > 0
+        ):
+            problems.append(f"num-examples is {weight!r}; a site's weight must be a positive number")
+    return problems
+
+
+def _confusion(reply: Message, key: str, n_classes: int | None) -> np.ndarray:
+    """The ``key`` counts of an evaluation reply as an n x n matrix; FederationError when malformed."""
+    metrics = reply.content.get("metrics")
+    if not isinstance(metrics, MetricRecord) or key not in metrics:
+        raise FederationError(f"the reply has no {key} metric")
+    values = metrics[key]
+    flat = np.asarray(values if isinstance(values, list) else [values], dtype=np.float64)
+    size = n_classes if n_classes is not None else int(round(math.sqrt(flat.size)))
+    if flat.size != size * size:
+        raise FederationError(f"{key} has {flat.size} values, not a {size} x {size} confusion matrix")
+    if not np.isfinite(flat).all() or np.any(flat != np.round(flat)):
+        raise FederationError(f"{key} holds values that are not whole counts")
+    if np.any(flat < 0):
+        raise FederationError(f"{key} holds negative counts")
+    return flat.astype(np.int64).reshape(size, size)
+
+
 def _site_report(name: str, metrics: Mapping[str, object], accountant: str, uploaded: int) -> SiteRoundReport:
     return SiteRoundReport(
         site=name,
@@ -302,10 +359,3 @@ def _send(grid: Grid, messages: object, timeout_s: float) -> list[Message]:
         logger.warning("%d of %d sites did not answer within %.0f s", missing, len(messages), timeout_s)
     return replies
 
-
-def _square(values: object) -> np.ndarray:
-    flat = np.asarray(values, dtype=np.int64)
-    size = int(round(np.sqrt(flat.size)))
-    if size * size != flat.size:
-        raise FederationError(f"confusion counts of length {flat.size} are not a square matrix")
-    return flat.reshape(size, size)
