@@ -135,10 +135,15 @@ def load_site_config(path: Path) -> SiteConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise LaunchError(f"cannot read site config {path}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise LaunchError(f"site config {path} is not UTF-8 text ({error}); save it as UTF-8") from None
+    kind = path.suffix.lstrip(".").upper() or "JSON"
     try:
         data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
-        raise LaunchError(f"site config {path} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {error}") from None
+        raise LaunchError(f"site config {path} is not valid {kind}: {error}") from None
+    except RecursionError:
+        raise LaunchError(f"site config {path} is not valid {kind}: nested too deeply") from None
     try:
         return SiteConfig.model_validate(data)
     except ValidationError as error:
