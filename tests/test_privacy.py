@@ -246,3 +246,15 @@ def test_per_participant_gradients_equal_the_mean_of_per_window_gradients(preset
         for unit in (0, 1):
             torch.testing.assert_close(p.grad_sample[unit], per_unit[unit][k], rtol=1e-4, atol=1e-6, msg=name)
     engine.close()
+
+
+def test_prv_is_not_run_where_its_memory_is_unbounded() -> None:
+    from fedneuro.privacy.accountant import compute_epsilon, plan_noise_multiplier
+
+    # σ = 0.1: Opacus's PRV needed > 20 GB here; the RDP upper bound is reported instead.
+    report = compute_epsilon([(0.1, 0.115, 90)], delta=1e-5, accountant="best")
+    assert report.accountant == "rdp" and report.epsilon > 1000 and set(report.by_accountant) == {"rdp"}
+    with pytest.raises(ValueError, match=r"ε is 2955 by the RDP bound, beyond what the PRV accountant"):
+        compute_epsilon([(0.1, 0.115, 90)], delta=1e-5, accountant="prv")
+    with pytest.raises(ValueError, match="the prv accountant plans only up to ε = 200"):
+        plan_noise_multiplier(target_epsilon=1000, delta=1e-5, sample_rate=0.1, steps=10, accountant="prv")

@@ -29,6 +29,9 @@ class EpsilonReport:
     by_accountant: dict[str, float]
 
 
+PRV_MAX_RDP_EPSILON = 200.0
+
+
 def _epsilon(history: History, delta: float, accountant: AccountantName) -> float:
     engine = RDPAccountant() if accountant == "rdp" else PRVAccountant()
     engine.history = list(history)
@@ -42,6 +45,18 @@ def compute_epsilon(history: History, *, delta: float, accountant: AccountantCho
         return EpsilonReport(0.0, delta, "rdp" if accountant == "best" else accountant, {})
     names: list[AccountantName] = ["rdp", "prv"] if accountant == "best" else [accountant]
     values: dict[str, float] = {}
+    if "prv" in names:
+        # Opacus's PRV discretisation grows with the privacy loss: at σ = 0.1 (RDP ε in the
+        # thousands) it took over 20 GB. Past PRV_MAX_RDP_EPSILON no guarantee is meaningful,
+        # so the RDP upper bound is reported instead of risking the process.
+        rdp = _epsilon(steps, delta, "rdp")
+        if rdp > PRV_MAX_RDP_EPSILON:
+            if accountant == "prv":
+                raise ValueError(
+                    f"ε is {rdp:.4g} by the RDP bound, beyond what the PRV accountant can compute in bounded "
+                    f"memory (RDP ε ≤ {PRV_MAX_RDP_EPSILON:g}); use the rdp accountant, or raise the noise multiplier"
+                )
+            return EpsilonReport(rdp, delta, "rdp", {"rdp": rdp})
     for name in names:
         try:
             values[name] = _epsilon(steps, delta, name)
@@ -76,6 +91,10 @@ def plan_noise_multiplier(
         raise ValueError(f"Invalid value for the 'sample_rate' parameter: {sample_rate}; it must be in (0, 1]")
     if steps < 1:
         raise ValueError(f"Invalid value for the 'steps' parameter: {steps}; it must be ≥ 1")
+    if accountant == "prv" and target_epsilon > PRV_MAX_RDP_EPSILON:
+        # The search would probe tiny σ, where PRV's memory is unbounded (see compute_epsilon).
+        raise ValueError(f"Invalid value for the 'epsilon' parameter: {target_epsilon}; the prv accountant plans "
+                         f"only up to ε = {PRV_MAX_RDP_EPSILON:g} (use rdp)")
     sigma = float(get_noise_multiplier(
         target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps,
         accountant=accountant, epsilon_tolerance=0.01,
