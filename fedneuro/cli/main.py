@@ -11,6 +11,7 @@ from fedneuro.cli import deploy, provision
 from fedneuro.cli import evaluate
 from fedneuro.cli import report
 from fedneuro.cli import approval
+from fedneuro.cli import benchmark
 
 app = typer.Typer(
     name="fedneuro",
@@ -37,6 +38,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("report")(report.report)
 app.command("provision")(provision.provision)
 app.command("run")(deploy.run)
+app.command("benchmark")(benchmark.benchmark)
 
 
 @app.command("version")
