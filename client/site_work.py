@@ -191,7 +191,8 @@ def train(msg: Message, context: Context) -> Message:
     )
     spent = compute_epsilon(ledger_history(ledger.entries(study.study.id)), delta=delta, accountant=privacy.accountant)
     logger.info("site %s round %d: %d DP steps over %d %ss, ε=%.3f (δ=%g, %s)", site.name, server_round,
-                result.steps, result.num_units, privacy.unit, spent.epsilon, delta, spent.accountant)
+                result.steps, result.num_units, privacy.unit, spent.epsilon, delta, spent.accountant,
+                extra={"site": site.name, "round": server_round, "study": study.study.id})
     used = sorted(data.train.participant_ids[int(i)] for i in np.unique(data.train.participant))
     _check_metric_floor(site, study, len(used), what="training")
     # Who contributed to which model version stays at the site (consent impact lookups).
@@ -220,7 +221,8 @@ def train(msg: Message, context: Context) -> Message:
         local = trainable_state(model.module)
         update, norm = clip_update({k: local[k] - global_state[k] for k in global_state}, bound)
         if norm > bound:
-            logger.info("site %s round %d: update norm %.4g clipped to %g", site.name, server_round, norm, bound)
+            logger.info("site %s round %d: update norm %.4g clipped to %g", site.name, server_round, norm, bound,
+                        extra={"site": site.name, "round": server_round, "study": study.study.id})
         if result.num_examples > study.federation.secure_aggregation.max_weight:
             raise ValueError(
                 f"site {site.name}: {result.num_examples} training windows exceed the secure-aggregation "

@@ -16,8 +16,10 @@ from fedneuro.atomic import write_bytes_atomic
 from fedneuro.federation.launch import Launch, launch_for_run
 from fedneuro.governance.audit import AuditLog
 from fedneuro.governance.keys import load_signing_key, public_key_pem
+from fedneuro.logs import configure_from_env
 from fedneuro.federation.results import StudyRecord, save_adapter
 from fedneuro.federation.rounds import RoundReport, run_rounds
+from fedneuro.federation.tracking import RoundTracker
 from fedneuro.federation.strategies import build_strategy
 from fedneuro.models.exchange import exchange_manifest, trainable_state
 from fedneuro.study import load_study
@@ -29,6 +31,7 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    configure_from_env()  # deployment: `server start --log-format` (FEDNEURO_LOG_FORMAT); simulation: no-op
     launch = launch_for_run(dict(context.run_config))
     study = load_study(launch.study_path)
     started = time.monotonic()
@@ -65,7 +68,9 @@ def main(grid: Grid, context: Context) -> None:
             audit.append(event, data, now=datetime.now(UTC))
 
     logger.info("study %s: %d sites, %d rounds, backbone %s, %d adapter bytes exchanged per site",
-                study.study.id, n_sites, study.federation.rounds, study.model.backbone, manifest.nbytes)
+                study.study.id, n_sites, study.federation.rounds, study.model.backbone, manifest.nbytes,
+                extra={"study": study.study.id})
+    tracker = RoundTracker(launch.out_dir)  # TensorBoard event files: <study>/tensorboard/
 
     def on_round_end(report: RoundReport, arrays: object) -> None:
         record.add(report)
@@ -106,10 +111,12 @@ def main(grid: Grid, context: Context) -> None:
             strategy=strategy,
         )
         record.write(status="running", wall_time_s=time.monotonic() - started)
+        tracker.log_round(report)  # after the checkpoint: a resumed study redoes no tracked round
         eps = ", ".join(f"{n} ε={s.epsilon:.2f}" for n, s in sorted(report.sites.items()))
         logger.info("round %d/%d: balanced accuracy %.3f (participants %.3f) | %s | %.1f s",
                     report.round, study.federation.rounds, report.balanced_accuracy,
-                    report.participant_balanced_accuracy, eps, report.wall_time_s)
+                    report.participant_balanced_accuracy, eps, report.wall_time_s,
+                    extra={"study": study.study.id, "round": report.round})
 
     strategy = build_strategy(study.federation, min_sites=min_sites)
     first_round = 1
@@ -125,7 +132,8 @@ def main(grid: Grid, context: Context) -> None:
         restore_strategy(strategy, strategy_state)
         restore_random_state(state)
         initial, first_round, record.rounds = arrays, state.completed_round + 1, state.rounds
-        logger.info("resuming study %s after round %d", study.study.id, state.completed_round)
+        logger.info("resuming study %s after round %d", study.study.id, state.completed_round,
+                    extra={"study": study.study.id, "round": state.completed_round})
     remaining = study.federation.rounds - first_round + 1
     if remaining <= 0:
         record.write(status="completed", wall_time_s=time.monotonic() - started)

@@ -20,8 +20,22 @@ out_console = Console()  # reports
 JSON_OPTION = typer.Option(False, "--json", help="print machine-readable JSON on stdout")
 
 
-def setup_logging(verbose: bool = False) -> None:
-    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+LOG_FORMAT_OPTION = typer.Option(
+    "text", "--log-format", help="logs on stderr: text (for people) or json (one object per line, for log collectors)"
+)
+
+
+def setup_logging(verbose: bool = False, fmt: str = "text") -> None:
+    """Logs on stderr: ``text`` (rich, for a terminal) or ``json`` (one object per line with
+    time, level, logger, message and the study/round/site a line is about; fedneuro.logs)."""
+    from fedneuro.logs import LOG_FORMATS, make_handler
+
+    if fmt not in LOG_FORMATS:
+        fail(f"--log-format {fmt!r}: use one of {', '.join(LOG_FORMATS)}")
+    if fmt == "json":
+        handler: logging.Handler = make_handler("json", sys.stderr)
+    else:
+        handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
     logging.getLogger("fedneuro").setLevel(logging.DEBUG if verbose else logging.INFO)
 

@@ -3,6 +3,7 @@ Flower's deployment engine (a SuperLink at the coordinator, one SuperNode per si
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -12,7 +13,16 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from fedneuro.cli.common import JSON_OPTION, console, fail, out_console, print_json, setup_logging, user_errors
+from fedneuro.cli.common import (
+    JSON_OPTION,
+    LOG_FORMAT_OPTION,
+    console,
+    fail,
+    out_console,
+    print_json,
+    setup_logging,
+    user_errors,
+)
 
 if TYPE_CHECKING:
     from fedneuro.deploy.provision import Kit
@@ -26,6 +36,15 @@ INSECURE_OPTION = typer.Option(
     False, "--insecure", help="plaintext, no node authentication: only for a closed test network"
 )
 _WILDCARD_DIAL = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+logger = logging.getLogger("fedneuro.deploy")
+
+
+def _say(message: str, log_format: str) -> None:
+    """A progress line: on the console (text), or a log record (json, so stderr stays JSON lines)."""
+    if log_format == "json":
+        logger.info(message)
+    else:
+        console.print(message)
 
 
 def _port(address: str) -> int:
@@ -69,7 +88,7 @@ def _load(kit_dir: Path, role: str) -> _KitIn:
     return _KitIn(kit, Path(kit_dir).resolve())
 
 
-def _run_foreground(cmd: list[str], env: dict[str, str], *, what: str) -> int:
+def _run_foreground(cmd: list[str], env: dict[str, str], *, what: str, log_format: str = "text") -> int:
     """Run a Flower process in the foreground; pass SIGINT/SIGTERM on so it shuts down cleanly."""
     process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
 
@@ -88,7 +107,7 @@ def _run_foreground(cmd: list[str], env: dict[str, str], *, what: str) -> int:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
-        console.print(f"{what} stopped (exit code {process.returncode})")
+        _say(f"{what} stopped (exit code {process.returncode})", log_format)
 
 
 @server_app.command("start")
@@ -98,6 +117,7 @@ def server_start(
     insecure: bool = INSECURE_OPTION,
     port: int | None = typer.Option(None, "--port", help="override the kit's SuperLink port"),
     ready_timeout_s: float = typer.Option(60.0, "--ready-timeout", help="seconds to wait for the SuperLink"),
+    log_format: str = LOG_FORMAT_OPTION,
 ) -> None:
     """Start the coordinator's SuperLink (TLS and SuperNode authentication on unless --insecure)
     and register every site's node key from the coordinator kit. Runs in the foreground."""
@@ -111,9 +131,11 @@ def server_start(
         wait_for_port,
     )
     from fedneuro.deploy.guarded_apps import install_guards
+    from fedneuro.cli.status import record_nodes
     from fedneuro.federation.launch import COORDINATOR_ENV, CoordinatorConfig
+    from fedneuro.logs import LOG_FORMAT_ENV
 
-    setup_logging()
+    setup_logging(fmt=log_format)
     kit = _load(kit_dir, "coordinator")
     state = state.resolve()
     state.mkdir(parents=True, exist_ok=True)
@@ -126,9 +148,13 @@ def server_start(
     tls = None if insecure else ServerTLS(ca_cert=kit.file(kit.kit.ca.file), cert=kit.file(server.cert), key=kit.file(server.key))
     cmd = superlink_command(host=listen, port=port, database=state / "superlink.db", tls=tls, node_auth=not insecure)
     # Submitted apps run only the installed ServerApp (a submitted app may carry code).
-    env = flower_env({COORDINATOR_ENV: str(state / "coordinator.json")}, guards=install_guards(state / "bin"))
+    env = flower_env({COORDINATOR_ENV: str(state / "coordinator.json"), LOG_FORMAT_ENV: log_format},
+                     guards=install_guards(state / "bin"))
     if insecure:
-        console.print("[bold yellow]warning:[/] --insecure: plaintext and no SuperNode authentication")
+        if log_format == "json":
+            logger.warning("--insecure: plaintext and no SuperNode authentication")
+        else:
+            console.print("[bold yellow]warning:[/] --insecure: plaintext and no SuperNode authentication")
     process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
     try:
         dial = _WILDCARD_DIAL.get(listen, listen)
@@ -136,11 +162,14 @@ def server_start(
             wait_for_port(dial, port, timeout_s=ready_timeout_s, alive=lambda: process.poll() is None)
             if not insecure:
                 connection = _local_control(kit, insecure, None)
+                node_ids: dict[str, str] = {}
                 for name, entry in sorted(kit.kit.sites.items()):
-                    register_supernode(connection, kit.file(entry.node.file), name=name)
-                    console.print(f"registered site {name} (node key {entry.node.fingerprint[:23]}…)")
-        console.print(f"SuperLink of consortium {kit.kit.consortium} listening on {listen}:{port} "
-                      f"({'plaintext' if insecure else 'TLS + SuperNode authentication'}); state in {state}")
+                    node_ids[name] = register_supernode(connection, kit.file(entry.node.file), name=name)
+                    _say(f"registered site {name} (node key {entry.node.fingerprint[:23]}…)", log_format)
+                # Node id -> site, for `fedneuro status` (an already registered key keeps its recorded id).
+                record_nodes(state, node_ids)
+        _say(f"SuperLink of consortium {kit.kit.consortium} listening on {listen}:{port} "
+             f"({'plaintext' if insecure else 'TLS + SuperNode authentication'}); state in {state}", log_format)
     except BaseException:
         process.terminate()
         process.wait(timeout=10)
@@ -161,14 +190,16 @@ def site_start(
     clientappio_port: int = typer.Option(9094, "--clientappio-port", help="local port of the SuperNode's app API"),
     insecure: bool = INSECURE_OPTION,
     superlink: str | None = typer.Option(None, "--superlink", help="override the kit's SuperLink address"),
+    log_format: str = LOG_FORMAT_OPTION,
 ) -> None:
     """Start this site's SuperNode: it dials the coordinator (outbound only) and runs the
     fedneuro installed here, under this site's configuration and policy. Foreground."""
     from fedneuro.deploy.guarded_apps import install_guards
     from fedneuro.deploy.runtime import flower_env, supernode_command
     from fedneuro.federation.launch import LaunchError, load_site_config
+    from fedneuro.logs import LOG_FORMAT_ENV
 
-    setup_logging()
+    setup_logging(fmt=log_format)
     kit = _load(kit_dir, "site")
     with user_errors(LaunchError):
         site = load_site_config(config)
@@ -188,12 +219,13 @@ def site_start(
         root_certificates=None if insecure else kit.file(kit.kit.ca.file),
         node_private_key=None if insecure else kit.file(node.private),
     )
-    console.print(f"site {site.name}: SuperNode dialling {superlink or kit.kit.superlink_address}"
-                  f"{' (plaintext)' if insecure else ' over TLS with node authentication'}")
+    _say(f"site {site.name}: SuperNode dialling {superlink or kit.kit.superlink_address}"
+         f"{' (plaintext)' if insecure else ' over TLS with node authentication'}", log_format)
     # Submitted apps run only the installed ClientApp and its governance gate (a submitted
     # Flower app may carry code of its own, which Flower would otherwise run here).
-    env = flower_env(guards=install_guards(site.state_dir / "bin"))
-    raise typer.Exit(_run_foreground(cmd, env, what=f"SuperNode of {site.name}"))
+    # The ClientApp processes log in the same format (fedneuro.logs.configure_from_env).
+    env = flower_env({LOG_FORMAT_ENV: log_format}, guards=install_guards(site.state_dir / "bin"))
+    raise typer.Exit(_run_foreground(cmd, env, what=f"SuperNode of {site.name}", log_format=log_format))
 
 
 def run(

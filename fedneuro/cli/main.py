@@ -11,6 +11,7 @@ from fedneuro.cli import deploy, provision
 from fedneuro.cli import evaluate
 from fedneuro.cli import report
 from fedneuro.cli import approval
+from fedneuro.cli import status as status_cli
 from fedneuro.cli import benchmark
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("report")(report.report)
 app.command("provision")(provision.provision)
 app.command("run")(deploy.run)
+app.command("status")(status_cli.status)
 app.command("benchmark")(benchmark.benchmark)
 
 
