@@ -14,9 +14,12 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from fedneuro.federation.secure_client import secure_aggregation_mod
+from fedneuro.logs import configure_from_env
 
 # Flower's SecAgg+ mod logs every protocol stage at DEBUG on every site; keep site logs readable.
 logging.getLogger("flwr").setLevel(logging.INFO)
+# In deployment, `fedneuro site start --log-format` reaches this process through the environment.
+configure_from_env()
 
 app = ClientApp(mods=[secure_aggregation_mod])
 
