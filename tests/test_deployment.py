@@ -6,134 +6,63 @@ start`, `fedneuro run`). Two rounds; the result matches a simulation with the sa
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from fedneuro.governance.site import derive_seed
+from consortium_harness import Process, cli, prepare_site, provision, sign_study, start_server, start_site, tiny_study
+
+from fedneuro.deploy.runtime import CONNECTION_NAME, ControlConnection, flwr, wait_for_run, write_study_app
 from fedneuro.study import load_study
 
 pytestmark = pytest.mark.slow
-FEDNEURO = [sys.executable, "-m", "fedneuro.cli.main"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Process:
-    """A long-running `fedneuro` command whose output is collected in the background."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(FEDNEURO + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=env, stdin=subprocess.DEVNULL, start_new_session=True)
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def wait_for(self, text: str, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if any(text in line for line in self.lines):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        raise AssertionError(f"{text!r} not seen within {timeout_s} s; output:\n{''.join(self.lines)[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-
-
-def _cli(args: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(FEDNEURO + args, capture_output=True, text=True, timeout=timeout,
-                          env=env or {**os.environ, "COLUMNS": "200"}, stdin=subprocess.DEVNULL)
-
-
-def _study(tmp_path: Path) -> Path:
-    text = (Path(__file__).parents[1] / "fedneuro" / "studies" / "demo.toml").read_text()
-    text = text.replace('backbone = "biot-small"', 'backbone = "biot-tiny"').replace("rounds = 5", "rounds = 2")
-    text = text.replace("max_weight = 10000", "max_weight = 1000")
-    # 12-participant test sites: the demo's cohort floors (20 / 10) would refuse them.
-    text = text.replace("min_cohort = 20", "min_cohort = 3").replace("min_participants_per_metric = 10", "min_participants_per_metric = 2")
-    assert "enabled = true" in text  # the demo study runs with secure aggregation
-    path = tmp_path / "study.toml"
-    path.write_text(text)
-    return path
 
 
 def test_superlink_and_three_supernodes_with_tls_node_auth_and_secure_aggregation(tmp_path: Path, data_consortium) -> None:
-    port = _free_port()
-    (tmp_path / "consortium.toml").write_text(
-        f'[consortium]\nname = "e2e"\n\n[coordinator]\nhost = "127.0.0.1"\nport = {port}\nlisten = "127.0.0.1"\n\n'
-        + "".join(f'[[sites]]\nname = "{name}"\n\n' for name in data_consortium)
-    )
-    kits = tmp_path / "kits"
-    provisioned = _cli(["provision", str(tmp_path / "consortium.toml"), "--out", str(kits), "--json"], 120)
-    assert provisioned.returncode == 0, provisioned.stderr
-    study_path = _study(tmp_path)
+    kits, port = provision(tmp_path, list(data_consortium))
+    study_path = tiny_study(tmp_path, rounds=2)
     study = load_study(study_path)
     # The coordinator signs the study; each site imports consents, trusts the coordinator's
     # key, and approves the run plan with its own key: the commands of docs/site-operator.md.
-    signed = _cli(["study", "sign", str(study_path), "--key", str(kits / "coordinator" / "signing.key")], 60)
-    assert signed.returncode == 0, signed.stderr
-    site_configs = {}
-    for name, root in data_consortium.items():
-        kit = kits / "sites" / name
-        state = tmp_path / "site-state" / name
-        config = tmp_path / f"{name}.toml"
-        config.write_text(
-            f'name = "{name}"\nbids_root = "{root}"\nstate_dir = "{state}"\nsigning_key = "{kit / "signing.key"}"\n'
-            f"noise_seed = {derive_seed(study.study.seed, name, 'simulated-noise')}\n\n"
-            f'[policy]\naccepted_purposes = ["HMB"]\ntrusted_coordinator_keys = ["{kit / "coordinator.signing.pub"}"]\n'
-        )
-        site_configs[name] = config
-        for args in (["consent", "import", str(root / "participants.tsv"), "--state-dir", str(state)],
-                     ["site", "approve", str(study_path), "--config", str(config)]):
-            done = _cli(args, 120)
-            assert done.returncode == 0, f"{args[:2]}: {done.stdout}{done.stderr}"
+    sign_study(study_path, kits)
+    site_configs = {name: prepare_site(tmp_path, kits, name, root, study_path, study_seed=study.study.seed)
+                    for name, root in data_consortium.items()}
 
-    # One thread per process: three sites on two shared cores would otherwise oversubscribe.
-    env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
-    processes: list[_Process] = []
+    processes: list[Process] = []
     try:
-        server = _Process(["server", "start", "--kit", str(kits / "coordinator"), "--state", str(tmp_path / "coordinator")], env)
+        server = start_server(tmp_path, kits)
         processes.append(server)
-        server.wait_for("listening on", 90)
-        for name, config in site_configs.items():
-            processes.append(_Process(["site", "start", "--kit", str(kits / "sites" / name), "--config", str(config),
-                                       "--clientappio-port", str(_free_port())], env))
-        run = _cli(["run", str(study_path), "--kit", str(kits / "coordinator"), "--timeout", "900", "--json"], 960, env)
+        processes += [start_site(kits, name, config) for name, config in site_configs.items()]
+        run = cli(["run", str(study_path), "--kit", str(kits / "coordinator"), "--timeout", "900", "--json"], 960)
         assert run.returncode == 0, run.stdout + run.stderr[-3000:] + "".join(server.lines)[-3000:]
         assert json.loads(run.stdout)["status"] == "finished:completed"
 
         # Submitting the study again would silently restart it: refused, with the way out named.
-        again = _cli(["run", str(study_path), "--kit", str(kits / "coordinator"), "--timeout", "300", "--json"], 360, env)
+        again = cli(["run", str(study_path), "--kit", str(kits / "coordinator"), "--timeout", "300", "--json"], 360)
         assert again.returncode == 1
         assert "already has completed rounds" in json.loads(again.stdout)["details"]
         # Resuming a finished study finds no round left and completes at once.
-        resumed = _cli(["server", "resume", str(study_path), "--kit", str(kits / "coordinator"), "--json"], 360, env)
+        resumed = cli(["server", "resume", str(study_path), "--kit", str(kits / "coordinator"), "--json"], 360)
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr[-2000:]
         assert json.loads(resumed.stdout)["status"] == "finished:completed"
+
+        # Anyone reaching the Control API can submit an app that carries its own code, which
+        # Flower would run: fedneuro's guards refuse it and nothing of it runs.
+        markers = [tmp_path / "server-code-ran", tmp_path / "site-code-ran"]
+        evil = write_study_app(tmp_path / "evil", study_path.read_text(), resume=False)
+        for package, marker, kind in (("server", markers[0], "ServerApp"), ("client", markers[1], "ClientApp")):
+            (evil / package).mkdir()
+            (evil / package / "__init__.py").write_text("")
+            module = "flwr.serverapp" if package == "server" else "flwr.clientapp"
+            (evil / package / "app.py").write_text(f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
+                                                   f"from {module} import {kind}\napp = {kind}()\n")
+        connection = ControlConnection(address=f"127.0.0.1:{port}", root_certificates=kits / "coordinator" / "ca.pem")
+        run_id = str(flwr(connection, ["run", str(evil), CONNECTION_NAME])["run-id"])
+        status = wait_for_run(connection, run_id, timeout_s=180)
+        assert not status.succeeded and "carries files" in status.details, status
+        assert not any(marker.exists() for marker in markers)
     finally:
         for process in reversed(processes):
             process.stop()
@@ -148,10 +77,10 @@ def test_superlink_and_three_supernodes_with_tls_node_auth_and_secure_aggregatio
     # Every party's signed audit chain verifies with its public key.
     for name in data_consortium:
         state = tmp_path / "site-state" / name
-        verified = _cli(["audit", "verify", str(state / f"{name}.audit.jsonl"), "--pubkey", str(kits / "sites" / name / "signing.pub"), "--json"], 60)
+        verified = cli(["audit", "verify", str(state / f"{name}.audit.jsonl"), "--pubkey", str(kits / "sites" / name / "signing.pub"), "--json"], 60)
         assert verified.returncode == 0, verified.stdout
         assert json.loads(verified.stdout)["entries"] >= 4  # trained + evaluated, two rounds
-    coordinator = _cli(["audit", "verify", str(study_dir / "coordinator.audit.jsonl"), "--pubkey",
+    coordinator = cli(["audit", "verify", str(study_dir / "coordinator.audit.jsonl"), "--pubkey",
                         str(kits / "coordinator" / "signing.pub"), "--json"], 60)
     assert coordinator.returncode == 0, coordinator.stdout
 
@@ -160,7 +89,7 @@ def test_superlink_and_three_supernodes_with_tls_node_auth_and_secure_aggregatio
     args = ["simulate", "--study", str(study_path), "--out", str(out), "--json"]
     for name, root in data_consortium.items():
         args += ["--site", f"{name}={root}"]
-    simulated = _cli(args, 600)
+    simulated = cli(args, 600)
     assert simulated.returncode == 0, simulated.stderr[-3000:]
     deployed = load_file(str(study_dir / "global_adapter.safetensors"))
     reference = load_file(str(out / "global_adapter.safetensors"))

@@ -118,18 +118,13 @@ def _simulated_coordinator_key(out: Path) -> Path:
     return path
 
 
-def _study_signature(study_path: Path, study: Study, coordinator_key: Path):  # type: ignore[no-untyped-def]
-    """The study's coordinator signature: ``STUDY.sig`` beside the study file if there is one
-    (checked against the simulated coordinator's key by every site), else a fresh signature."""
+def _study_signature(study: Study, coordinator_key: Path):  # type: ignore[no-untyped-def]
+    """The simulated coordinator signs the study (a STUDY.sig beside the file belongs to a real
+    coordinator's key, which the simulated sites do not trust)."""
     from datetime import UTC, datetime
 
     from fedneuro.governance.simulated import sign_simulated_study
-    from fedneuro.governance.study_signature import StudySignatureError, read_study_signature, signature_path_for
 
-    existing = signature_path_for(study_path)
-    if existing.is_file():
-        with user_errors(StudySignatureError, ValueError):
-            return read_study_signature(existing)
     return sign_simulated_study(study, coordinator_key, now=datetime.now(UTC))
 
 
@@ -165,7 +160,7 @@ def run_simulated_study(
         fail(f"not a site dataset (no participants.tsv, nor a loose-file recordings.tsv): {', '.join(missing)}")
     out = out.resolve()
     signing_key = _simulated_coordinator_key(out)
-    signature = _study_signature(study_path, study, signing_key)
+    signature = _study_signature(study, signing_key)
     weights_sha256 = _weights_sha256(study)
     site_configs = []
     with user_errors(ValueError):

@@ -84,13 +84,22 @@ class _OneRound(LegacyStrategy):
 
 
 class _CheckedSecAggPlus(SecAggPlusWorkflow):
-    """Flower's SecAgg+ workflow, raising (not logging) when a stage cannot go on."""
+    """Flower's SecAgg+ workflow, raising (not logging) when a stage cannot go on.
+
+    Also fixes a dropout case of Flower 1.42's workflow: a site lost before it shared its key
+    shares stayed in the sampled set, so at unmasking every survivor was asked for a share of
+    its secret it never received (``KeyError`` in ``secaggplus_mod._unmask``) and the round
+    failed. Such a site added no masks to anyone's vector, so it simply leaves the protocol.
+    """
 
     def __call__(self, grid: Grid, context: Context) -> None:
         state = WorkflowState()
         steps = (self.setup_stage, self.share_keys_stage, self.collect_masked_vectors_stage, self.unmask_stage)
-        for name, step in zip(STAGES, steps, strict=True):
-            if not step(grid, context, state):  # type: ignore[arg-type]
+        for index, (name, step) in enumerate(zip(STAGES, steps, strict=True)):
+            ok = step(grid, context, state)  # type: ignore[arg-type]
+            if ok and index < 2:
+                state.sampled_node_ids = set(state.active_node_ids)
+            if not ok:
                 reasons = "; ".join(str(f) for f in state.failures) or "no site error was reported (timed out?)"
                 raise SecureAggregationError(
                     f"secure aggregation failed at stage '{name}': {len(state.active_node_ids)} of "
