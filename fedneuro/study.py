@@ -36,7 +36,7 @@ class StudyInfo(BaseModel):
 
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="study identifier")
     title: str = ""
-    seed: int = Field(default=0, ge=0, description="seeds model init, splits and sampling")
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="seeds model init, splits and sampling")
     modality: Literal["eeg", "mri"] = Field(
         default="eeg", description="'eeg' uses [data]; 'mri' uses [mri] and an MRI backbone"
     )
@@ -171,6 +171,8 @@ def load_study(path: Path) -> Study:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise StudyFileError(f"cannot read study file {path}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise StudyFileError(f"study file {path} is not UTF-8 text (byte {error.start}): save it as UTF-8") from None
     return parse_study(text, source=str(path))
 
 

@@ -9,12 +9,12 @@ Bad cases: 115 named ones, plus 14 property-based families (hypothesis):
   C = inf, rounds = 0, rounds huge, learning rate inf, max_update_norm inf, round timeout inf,
   δ = 1, secure aggregation + trimmed mean, secure aggregation + Multi-Krum, secure
   aggregation without max_update_norm, id with a path, invalid TOML, a seed beyond 64 bits
-  (xfail: defect in study.py), non-UTF-8 bytes (xfail: defect in study.py); property:
+  a seed beyond 64 bits, non-UTF-8 bytes; property:
   random TOML-ish documents.
 * site policies (``load_site_policy``), 13: unknown key, non-boolean require_dp, lifetime
   below per-study budget, negative budget, unknown DUO purpose, a modifier as purpose, bad
   weights sha256, unknown backbone, missing trusted key, RSA trusted key, garbage PEM trusted
-  key, invalid TOML; non-UTF-8 (xfail: defect in policy.py); property: random TOML-ish.
+  key, invalid TOML; non-UTF-8; property: random TOML-ish.
 * site configs (``load_site_config``), 10: unknown key, bad site name, missing state_dir,
   invalid TOML, invalid JSON, JSON list, non-UTF-8, 100 000-deep JSON, bad nested policy
   value, missing file.
@@ -147,10 +147,7 @@ STUDY = '[study]\nid = "hostile"\n'
                  id="id-with-path"),
     pytest.param(STUDY + "[privacy\nnoise_multiplier = 1\n", r"hostile.toml is not valid TOML: .*line 3", id="bad-toml"),
     pytest.param(STUDY.replace('"hostile"', '"hostile"\nseed = 99999999999999999999999'),
-                 r"\[study\] seed: ", id="seed-beyond-64-bits",
-                 marks=pytest.mark.xfail(strict=True, reason="defect in fedneuro/study.py (not ours to edit): a seed "
-                                         "above 2**64 is accepted, then build_study_model fails with 'Overflow when "
-                                         "unpacking long long' naming no field")),
+                 r"\[study\] seed: ", id="seed-beyond-64-bits"),
 ])
 def test_a_bad_study_file_is_refused_naming_the_key(text: str, match: str) -> None:
     with pytest.raises(StudyFileError, match=match) as caught:
@@ -158,9 +155,6 @@ def test_a_bad_study_file_is_refused_naming_the_key(text: str, match: str) -> No
     assert str(caught.value).startswith("hostile.toml")
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
-                   reason="defect in fedneuro/study.py (not ours to edit): load_study catches OSError only, so a "
-                          "non-UTF-8 file raises a bare UnicodeDecodeError that names no file")
 def test_a_non_utf8_study_file_is_refused_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / "study.toml"
     path.write_bytes(STUDY.encode() + b'title = "caf\xe9"\n')
@@ -251,9 +245,6 @@ def test_a_bad_site_policy_is_refused_naming_the_key(tmp_path: Path, text: str, 
     assert str(path) in str(caught.value)
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
-                   reason="defect in fedneuro/governance/policy.py (not ours to edit): load_site_policy catches "
-                          "OSError and TOMLDecodeError only; non-UTF-8 bytes raise a bare UnicodeDecodeError")
 def test_a_non_utf8_policy_is_refused_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / "policy.toml"
     path.write_bytes(b"# H\xf4pital A\nmax_epsilon_per_study = 3.0\n")

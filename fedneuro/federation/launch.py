@@ -75,6 +75,8 @@ def read_coordinator_config(path: str | Path | None = None) -> CoordinatorConfig
         return CoordinatorConfig.model_validate_json(Path(location).read_text(encoding="utf-8"))
     except OSError as error:
         raise LaunchError(f"cannot read coordinator configuration {location}: {error.strerror}") from error
+    except (ValidationError, UnicodeDecodeError) as error:
+        raise LaunchError(f"coordinator configuration {location} is not valid: {error}") from None
 
 
 def launch_for_run(run_config: dict[str, object]) -> Launch:
@@ -114,6 +116,8 @@ def read_launch(path: str | Path | None = None) -> Launch:
         return Launch.model_validate_json(Path(location).read_text(encoding="utf-8"))
     except OSError as error:
         raise LaunchError(f"cannot read launch file {location}: {error.strerror}") from error
+    except (ValidationError, UnicodeDecodeError) as error:
+        raise LaunchError(f"launch file {location} is not a valid launch description: {error}") from None
 
 
 def site_for_node(node_config: dict[str, object]) -> SiteConfig:

@@ -76,10 +76,10 @@ class SitePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_epsilon_per_study: float = Field(
-        default=10.0, gt=0, description="ε this site may spend on one study, over all its rounds"
+        default=10.0, gt=0, allow_inf_nan=False, description="ε this site may spend on one study, over all its rounds"
     )
     max_epsilon_lifetime: float | None = Field(
-        default=None, gt=0, description="ε over every study at this site (same participants); None = no limit"
+        default=None, gt=0, allow_inf_nan=False, description="ε over every study at this site (same participants); None = no limit"
     )
 
     require_secure_aggregation: bool = Field(
@@ -161,6 +161,8 @@ def load_site_policy(path: Path) -> SitePolicy:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise SitePolicyError(f"cannot read site policy {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise SitePolicyError(f"site policy {path} is not UTF-8 text (byte {error.start}): save it as UTF-8") from None
     except tomllib.TOMLDecodeError as error:
         raise SitePolicyError(f"site policy {path} is not valid TOML: {error}") from None
     try:
