@@ -359,3 +359,22 @@ def test_window_cache_write_into_a_read_only_cache(tmp_path: Path) -> None:
     hit = cache.load(old_key)
     assert hit is not None and np.array_equal(hit.X, entry.X)
     assert cache.load(same_folder) is None and cache.load(new_folder) is None
+
+
+def test_a_site_whose_window_cache_cannot_be_written_still_reads_its_data(tmp_path: Path, data_consortium, caplog) -> None:
+    from fedneuro.data.harmonise import load_site_windows
+    from fedneuro.models.registry import get_backbone_preset
+    from fedneuro.study import default_study_path, load_study
+    from fedneuro.training.site import site_cohort
+
+    study = load_study(default_study_path())
+    name, root = next(iter(data_consortium.items()))
+    cohort = site_cohort(root, study)
+    contract = get_backbone_preset("biot-tiny").contract
+    cache_dir = tmp_path / "state" / "window-cache"
+    cache_dir.mkdir(parents=True)
+    with read_only(cache_dir), caplog.at_level("WARNING", logger="fedneuro.data.harmonise"):
+        windows = load_site_windows(root, cohort, contract, study.data, on_error="skip", cache_dir=cache_dir)
+    assert not windows.report.refused and len(windows.participant_ids) == len(cohort.participant_ids)
+    warnings = [r.getMessage() for r in caplog.records if "cannot be written" in r.getMessage()]
+    assert len(warnings) == 1 and str(cache_dir) in warnings[0]  # said once, then no cache

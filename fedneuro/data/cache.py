@@ -71,6 +71,7 @@ class WindowCache:
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
+        self.writable = True  # cleared by the caller after a failed store: read-only from then on
 
     def key(
         self,

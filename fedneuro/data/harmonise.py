@@ -252,8 +252,14 @@ def _recording_windows(
         X, rep = harmonise_recording(raw, contract, spec)
         y = np.empty(0, dtype=np.int64)
     rep = dataclasses.replace(rep, file=ref.name, participant_id=ref.participant_id)
-    if cache is not None and key is not None:
-        cache.store(key, CachedRecording(X=X, y=y, report=rep.to_dict()))
+    if cache is not None and key is not None and cache.writable:
+        try:
+            cache.store(key, CachedRecording(X=X, y=y, report=rep.to_dict()))
+        except OSError as error:
+            # A cache that cannot be written (read-only or full state folder) must not cost the
+            # site its data: say so once, then go on without caching.
+            cache.writable = False
+            logger.warning("window cache %s cannot be written (%s): continuing without the cache", cache.directory, error)
     return X, y, rep, False
 
 
