@@ -53,7 +53,7 @@ def test_site_killed_and_coordinator_killed_mid_study(tmp_path: Path) -> None:
     kits, _ = provision(tmp_path, names)
     # A dead site's replies are awaited at most round_timeout_s per SecAgg+ stage; three of four
     # sites are enough (min_sites) and hold enough shares to unmask.
-    study_path = tiny_study(tmp_path, rounds=3, replace={"round_timeout_s = 900": "round_timeout_s = 60",
+    study_path = tiny_study(tmp_path, rounds=3, replace={"round_timeout_s = 900": "round_timeout_s = 90",
                                                          "[federation]\n": "[federation]\nmin_sites = 3\n"})
     study = load_study(study_path)
     sign_study(study_path, kits)
@@ -96,8 +96,10 @@ def test_site_killed_and_coordinator_killed_mid_study(tmp_path: Path) -> None:
     summary = _summary(summary_path)
     assert summary["status"] == "completed"
     assert [r["round"] for r in summary["rounds"]] == [1, 2, 3]  # each round exactly once
-    third = summary["rounds"][2]
-    assert {n for n, s in third["sites"].items() if s["num_examples"]} == set(names)  # the victim rejoined
+    third = {n for n, s in summary["rounds"][2]["sites"].items() if s["num_examples"]}
+    # The victim rejoined; on two shared cores a slow site may miss a stage's deadline, which
+    # SecAgg+ tolerates like any dropout, so only the minimum of three is required.
+    assert victim in third and len(third) >= 3
 
     # The restarted site's ledger and audit chain continue without a gap.
     state = tmp_path / "site-state" / victim
