@@ -79,7 +79,9 @@ def test_superlink_and_three_supernodes_with_tls_node_auth_and_secure_aggregatio
         state = tmp_path / "site-state" / name
         verified = cli(["audit", "verify", str(state / f"{name}.audit.jsonl"), "--pubkey", str(kits / "sites" / name / "signing.pub"), "--json"], 60)
         assert verified.returncode == 0, verified.stdout
-        assert json.loads(verified.stdout)["entries"] >= 4  # trained + evaluated, two rounds
+        assert json.loads(verified.stdout)["entries"] >= 5  # approved; trained + evaluated, two rounds
+        events = [json.loads(line)["event"] for line in (state / f"{name}.audit.jsonl").read_text().splitlines()]
+        assert events[0] == "plan-approved" and events.count("round-trained") == 2
     coordinator = cli(["audit", "verify", str(study_dir / "coordinator.audit.jsonl"), "--pubkey",
                         str(kits / "coordinator" / "signing.pub"), "--json"], 60)
     assert coordinator.returncode == 0, coordinator.stdout

@@ -77,8 +77,13 @@ def approve(
     if result.violations and json_output:
         print_json({"site": site.name, "decision": None, "plan_hash": result.plan.plan_hash,
                     "violations": result.violations})
-    with user_errors(PlanPolicyError, OSError):
-        approval = approve_plan(site.state_dir, result, key=key, now=datetime.now(timezone.utc), reason=reason)
+    now = datetime.now(timezone.utc)
+    try:
+        approval = approve_plan(site.state_dir, result, key=key, now=now, reason=reason)
+    except (PlanPolicyError, OSError) as error:
+        _audit_decision(site, key, "plan-refused", result, now, reason=str(error))
+        fail(str(error))
+    _audit_decision(site, key, "plan-approved", result, now, reason=reason)
     _report(site, approval, json_output)
 
 
@@ -97,9 +102,29 @@ def reject(
 
     site, _study, result = _review(study_path, config, participants, signature, _day(on))
     key = _site_key(site, key_path, config)
+    now = datetime.now(timezone.utc)
     with user_errors(ValueError, OSError):
-        approval = reject_plan(site.state_dir, result, key=key, now=datetime.now(timezone.utc), reason=reason)
+        approval = reject_plan(site.state_dir, result, key=key, now=now, reason=reason)
+    _audit_decision(site, key, "plan-rejected", result, now, reason=reason)
     _report(site, approval, json_output)
+
+
+def _audit_decision(site: SiteConfig, key, event: str, review: PlanReview, now: datetime, *, reason: str) -> None:  # type: ignore[no-untyped-def]
+    """The decision goes into the site's signed audit log, beside the log's public key."""
+    from fedneuro.atomic import write_bytes_atomic
+    from fedneuro.governance.audit import AuditLog, AuditLogError
+    from fedneuro.governance.keys import public_key_pem
+
+    public = site.state_dir / f"{site.name}.pub"
+    try:
+        if not public.is_file():
+            write_bytes_atomic(public, public_key_pem(key.public_key()))
+        AuditLog(site.state_dir / f"{site.name}.audit.jsonl", key, actor=site.name).append(event, {
+            "study_id": review.plan.study_id,
+            "plan_hash": review.plan.plan_hash, "violations": review.violations, "reason": reason,
+            "study_signer": review.study_signer}, now=now)
+    except (AuditLogError, OSError) as error:
+        fail(f"the decision was made but could not be written to the site's audit log: {error}")
 
 
 def _review(
