@@ -109,3 +109,19 @@ def test_a_global_model_for_another_model_is_refused_before_training(study, site
         _call("train", study, site_config, coordinator_study=other)
     state_dir = Path(json.loads(site_config.read_text())["state_dir"])
     assert PrivacyLedger(state_dir / "privacy-ledger.jsonl").entries() == []
+
+
+def test_a_round_past_the_sites_lifetime_budget_is_refused_before_training(study, tmp_path, data_consortium) -> None:
+    from fedneuro.privacy.budget import BudgetExceeded
+    from fedneuro.privacy.ledger import LedgerEntry
+
+    name, root = next(iter(data_consortium.items()))
+    config = write_site_config(tmp_path / "budget", name, root, noise_seed=4,
+                               policy={"max_epsilon_per_study": 8.0, "max_epsilon_lifetime": 8.0})
+    ledger = PrivacyLedger(tmp_path / "budget" / name / "privacy-ledger.jsonl")
+    # An earlier study on the same participants already spent most of the lifetime budget.
+    ledger.append([LedgerEntry(study_id="earlier", round=1, noise_multiplier=0.8, sample_rate=0.5, steps=40,
+                               max_grad_norm=1.0, unit="participant", delta=1e-5, recorded_at="2026-01-01T00:00:00Z")])
+    with pytest.raises(BudgetExceeded, match=rf"site {name} refuses round 1 of study {study.study.id}: .*lifetime ε over all studies"):
+        _call("train", study, config)
+    assert ledger.entries(study.study.id) == []  # nothing trained, nothing spent

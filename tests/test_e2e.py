@@ -98,16 +98,19 @@ def test_a_missing_site_ends_with_a_timeout_not_a_hang(tmp_path: Path, data_cons
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["status"] == "failed"
 
 
-def test_a_site_refuses_a_round_beyond_its_budget_and_does_not_train(tmp_path: Path, data_consortium) -> None:
+def test_a_site_refuses_a_study_beyond_its_budget_and_does_not_train(tmp_path: Path, data_consortium) -> None:
+    # The study may spend up to its max_epsilon (8): a site whose budget is 0.5 refuses to
+    # approve the run plan, so nothing is trained (the per-round budget gate is tested in
+    # tests/test_client_app.py).
     policy = tmp_path / "policy.toml"
     policy.write_text("max_epsilon_per_study = 0.5\n")
     args = ["simulate", "--study", str(_tiny_study(tmp_path)), "--out", str(tmp_path / "out"), "--site-policy", str(policy)]
     for name, root in data_consortium.items():
         args += ["--site", f"{name}={root}"]
     result = _run(args, 300)
-    assert result.returncode == 1
-    assert "refuses round 1 of study demo-abnormal-eeg" in result.stderr
-    assert "above the site's budget of 0.5 per study" in result.stderr
+    assert result.returncode == 2
+    assert "would not approve study demo-abnormal-eeg" in result.stderr
+    assert "max_epsilon_per_study = 0.5" in result.stderr
     for name in data_consortium:  # nothing was trained, so nothing was spent
         assert PrivacyLedger(tmp_path / "out" / "sites" / name / "privacy-ledger.jsonl").entries() == []
 
