@@ -419,8 +419,8 @@ def markdown_report(report: Mapping[str, Any]) -> str:
         if entry["status"] != "ok":
             lines += ["", f"## {name} failed: {entry['error']}", "", "```", (entry["stderr_tail"] or "").rstrip(), "```"]
     for name, entry in report["benchmarks"].items():
-        lines += ["", f"`{name}`: `python benchmarks/{entry['script'].split('/')[-1]} {' '.join(entry['args'])}`"
-                      f" ({entry['wall_time_s']:.0f} s)"]
+        command = " ".join([f"python {entry['script']}", *entry["args"]])
+        lines += ["", f"`{name}`: `{command}` ({entry['wall_time_s']:.0f} s)"]
     return "\n".join(lines) + "\n"
 
 

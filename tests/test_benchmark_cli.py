@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedneuro import benchmarking
-from fedneuro.benchmarking import BenchmarkSetupError, BenchmarkSpec, Metric, parse_json_output, run_benchmark, run_suite
+from fedneuro.benchmarking import BenchmarkSetupError, BenchmarkSpec, Metric, parse_json_output, run_suite
 from fedneuro.cli.main import app
 
 # The two fastest benchmarks (each well under a minute with --quick).
