@@ -182,3 +182,14 @@ def test_default_profiles_cover_hospital_differences() -> None:
     assert all(p.gain != 1.0 for p in DEFAULT_PROFILES)
     assert {p.line_freq for p in DEFAULT_PROFILES} == {50.0, 60.0}
     assert len(STANDARD_1020_19) == 19
+
+
+def test_many_sites_keep_gain_and_noise_bounded() -> None:
+    from fedneuro.data.synth import DEFAULT_PROFILES, _site_profiles
+
+    profiles = _site_profiles(60, DEFAULT_PROFILES)
+    assert len({p.name for p in profiles}) == 60
+    base = {p.name: p for p in DEFAULT_PROFILES}
+    for p in profiles:
+        origin = base[p.name.rsplit("-", 1)[0]] if p.name not in base else p
+        assert 0.79 <= p.gain / origin.gain <= 1.26 and 1.0 <= p.noise_uv / origin.noise_uv <= 2.0

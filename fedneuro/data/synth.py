@@ -644,21 +644,27 @@ def _write_loose_tables(
         write_text_atomic(root / name, "\n".join(lines) + "\n")
 
 
+_LAP_GAIN = (1.25, 0.8, 1.12, 0.89)
+
+
 def _site_profiles(n_sites: int, profiles: Sequence[SiteProfile]) -> list[SiteProfile]:
-    """``n_sites`` profiles: cycle the given ones, varying gain/noise on each new lap."""
+    """``n_sites`` profiles: cycle the given ones, varying gain/noise on each new lap.
+
+    The variations cycle within bounds (gain ×0.8–1.25, noise ×1.25–2): growing without bound,
+    every window of the 46th site on exceeded the artefact limit."""
     out = []
     for i in range(n_sites):
         base, lap = profiles[i % len(profiles)], i // len(profiles)
         if lap == 0:
             out.append(base)
             continue
-        factor = (1.25 if lap % 2 else 0.8) ** ((lap + 1) // 2)
+        step = (lap - 1) % len(_LAP_GAIN)
         out.append(
             dataclasses.replace(
                 base,
                 name=f"{base.name}-{lap + 1}",
-                gain=round(base.gain * factor, 4),
-                noise_uv=round(base.noise_uv * (1 + 0.25 * lap), 4),
+                gain=round(base.gain * _LAP_GAIN[step], 4),
+                noise_uv=round(base.noise_uv * (1 + 0.25 * (step + 1)), 4),
             )
         )
     return out
