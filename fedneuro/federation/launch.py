@@ -15,6 +15,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -22,6 +23,7 @@ from fedneuro.atomic import write_text_atomic
 from fedneuro.governance.site import SiteConfig
 
 LAUNCH_ENV = "FEDNEURO_LAUNCH"
+_Model = TypeVar("_Model", bound=BaseModel)
 COORDINATOR_ENV = "FEDNEURO_COORDINATOR"
 
 
@@ -71,12 +73,7 @@ def read_coordinator_config(path: str | Path | None = None) -> CoordinatorConfig
             f"no coordinator configuration: {COORDINATOR_ENV} is not set; start the SuperLink with "
             "`fedneuro server start`, which sets it for the ServerApp"
         )
-    try:
-        return CoordinatorConfig.model_validate_json(Path(location).read_text(encoding="utf-8"))
-    except OSError as error:
-        raise LaunchError(f"cannot read coordinator configuration {location}: {error.strerror}") from error
-    except (ValidationError, UnicodeDecodeError) as error:
-        raise LaunchError(f"coordinator configuration {location} is not valid: {error}") from None
+    return _read_json_model(CoordinatorConfig, location, what="coordinator configuration")
 
 
 def launch_for_run(run_config: dict[str, object]) -> Launch:
@@ -112,12 +109,16 @@ def read_launch(path: str | Path | None = None) -> Launch:
             f"no launch file: pass run config 'launch' or set {LAUNCH_ENV} "
             "(`fedneuro simulate` does this for you)"
         )
+    return _read_json_model(Launch, location, what="launch file")
+
+
+def _read_json_model(model: type[_Model], location: str | Path, *, what: str) -> _Model:
     try:
-        return Launch.model_validate_json(Path(location).read_text(encoding="utf-8"))
+        return model.model_validate_json(Path(location).read_text(encoding="utf-8"))
     except OSError as error:
-        raise LaunchError(f"cannot read launch file {location}: {error.strerror}") from error
+        raise LaunchError(f"cannot read {what} {location}: {error.strerror}") from error
     except (ValidationError, UnicodeDecodeError) as error:
-        raise LaunchError(f"launch file {location} is not a valid launch description: {error}") from None
+        raise LaunchError(f"{what} {location} is not valid: {error}") from None
 
 
 def site_for_node(node_config: dict[str, object]) -> SiteConfig:
