@@ -136,6 +136,8 @@ def train(msg: Message, context: Context) -> Message:
         _audit(audit, "run-refused", {"study_id": study.study.id, "round": server_round, "reason": refusal})
         raise PermissionError(refusal)
     data, model, admission = _session(site, study, msg, audit)
+    # Checked before any DP step is spent: the reply's metrics aggregate the training cohort.
+    _check_metric_floor(site, study, len(np.unique(data.train.participant)), what="training")
     privacy = study.privacy
     units = privacy_units(data.train.participant, privacy)
     delta = resolve_delta(privacy.delta, len(np.unique(units)))
@@ -194,7 +196,6 @@ def train(msg: Message, context: Context) -> Message:
                 result.steps, result.num_units, privacy.unit, spent.epsilon, delta, spent.accountant,
                 extra={"site": site.name, "round": server_round, "study": study.study.id})
     used = sorted(data.train.participant_ids[int(i)] for i in np.unique(data.train.participant))
-    _check_metric_floor(site, study, len(used), what="training")
     # Who contributed to which model version stays at the site (consent impact lookups).
     record_contribution(contributions_path(site.state_dir), study_id=study.study.id, server_round=server_round,
                         participants=used, now=datetime.now(UTC))

@@ -125,3 +125,17 @@ def test_a_round_past_the_sites_lifetime_budget_is_refused_before_training(study
     with pytest.raises(BudgetExceeded, match=rf"site {name} refuses round 1 of study {study.study.id}: .*lifetime ε over all studies"):
         _call("train", study, config)
     assert ledger.entries(study.study.id) == []  # nothing trained, nothing spent
+
+
+def test_metrics_over_too_few_participants_are_never_sent_and_nothing_is_spent(study, tmp_path, data_consortium) -> None:
+    from fedneuro.governance.gate import GovernanceRefusal
+
+    name, root = next(iter(data_consortium.items()))
+    config = write_site_config(tmp_path / "floor", name, root, noise_seed=5)
+    # 9 participants pass the gate (≥ min_cohort 8) but only about 6 are in the training split.
+    strict = study.model_copy(update={"governance": study.governance.model_copy(
+        update={"min_cohort": 8, "min_participants_per_metric": 8})})
+    with pytest.raises(GovernanceRefusal, match=rf"site {name}: training metrics would cover \d participants, below the study's "
+                                                r"min_participants_per_metric 8; nothing is sent"):
+        _call("train", strict, config)
+    assert PrivacyLedger(tmp_path / "floor" / name / "privacy-ledger.jsonl").entries() == []
