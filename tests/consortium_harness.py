@@ -19,10 +19,19 @@ FEDNEURO = [sys.executable, "-m", "fedneuro.cli.main"]
 ENV = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port not handed out before by this process (the OS may offer a port
+    again once its probe socket is closed, before the process it was meant for binds it)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def cli(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
