@@ -63,11 +63,11 @@ def _held_to_file_modes() -> Iterator[None]:
     libc = ctypes.CDLL(None, use_errno=True)
     header, data = _CapHeader(_CAP_VERSION_3, 0), (_CapData * 2)()
     if libc.capget(ctypes.byref(header), data) != 0:
-        pytest.skip(f"running as root and capget failed (errno {ctypes.get_errno()}): cannot make a folder read-only")
+        pytest.fail(f"running as root and capget failed (errno {ctypes.get_errno()}): cannot make a folder read-only")
     saved = data[0].effective
     data[0].effective = saved & ~_DAC_CAPS
     if libc.capset(ctypes.byref(header), data) != 0:
-        pytest.skip(f"running as root and capset failed (errno {ctypes.get_errno()}): cannot make a folder read-only")
+        pytest.fail(f"running as root and capset failed (errno {ctypes.get_errno()}): cannot make a folder read-only")
     try:
         yield
     finally:
@@ -94,7 +94,7 @@ def read_only(folder: Path, *, files_too: bool = True) -> Iterator[None]:
                 pass
             else:
                 probe.unlink()
-                pytest.skip(f"{folder} stays writable after chmod 0o500 (file system ignores modes)")
+                pytest.fail(f"{folder} stays writable after chmod 0o500: the read-only fault cannot be staged here")
             yield
     finally:
         for path, mode in modes.items():
