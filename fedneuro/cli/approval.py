@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from fedneuro.cli.common import JSON_OPTION, console, fail, out_console, print_json, user_errors
+from fedneuro.cli.common import JSON_OPTION, console, day_or_today, fail, out_console, print_json, user_errors
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -47,7 +47,7 @@ def review(
     """
     from fedneuro.governance.plan import read_decision
 
-    site, _study, result = _review(study_path, config, participants, signature, _day(on))
+    site, _study, result = _review(study_path, config, participants, signature, day_or_today(on))
     decision = read_decision(site.state_dir, result.plan.plan_hash)
     if json_output:
         print_json({"site": site.name, "study_file": str(study_path), "approvable": result.approvable,
@@ -72,7 +72,7 @@ def approve(
     """Sign this site's approval of the study's run plan; refused while the plan breaks the site's policy."""
     from fedneuro.governance.plan import PlanPolicyError, approve_plan
 
-    site, _study, result = _review(study_path, config, participants, signature, _day(on))
+    site, _study, result = _review(study_path, config, participants, signature, day_or_today(on))
     key = _site_key(site, key_path, config)
     if result.violations and json_output:
         print_json({"site": site.name, "decision": None, "plan_hash": result.plan.plan_hash,
@@ -100,7 +100,7 @@ def reject(
     """Sign this site's rejection of the study's run plan (it replaces an earlier approval)."""
     from fedneuro.governance.plan import reject_plan
 
-    site, _study, result = _review(study_path, config, participants, signature, _day(on))
+    site, _study, result = _review(study_path, config, participants, signature, day_or_today(on))
     key = _site_key(site, key_path, config)
     now = datetime.now(timezone.utc)
     with user_errors(ValueError, OSError):
@@ -285,13 +285,3 @@ def _sampling_line(plan: RunPlan) -> str:
     return line
 
 
-def _day(value: str | None) -> date:
-    """A YYYY-MM-DD option; today (this machine's clock) when not given."""
-    if value is None:
-        return date.today()
-    try:
-        if len(value) != 10:
-            raise ValueError
-        return date.fromisoformat(value)
-    except ValueError:
-        fail(f"Invalid value for '--date': {value!r}. Write the date as YYYY-MM-DD, e.g. 2025-03-01.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import date
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -52,6 +53,21 @@ def user_errors(*kinds: type[BaseException]) -> Iterator[None]:
         yield
     except kinds as error:
         fail(str(error))
+
+
+def parse_day(value: str, option: str = "--date") -> date:
+    """A YYYY-MM-DD option value, or a clean exit naming the option."""
+    try:
+        if len(value) != 10:
+            raise ValueError
+        return date.fromisoformat(value)
+    except ValueError:
+        fail(f"Invalid value for '{option}': {value!r}. Write the date as YYYY-MM-DD, e.g. 2025-03-01.")
+
+
+def day_or_today(value: str | None, option: str = "--date") -> date:
+    """A YYYY-MM-DD option; today (this machine's clock) when not given."""
+    return date.today() if value is None else parse_day(value, option)
 
 
 def print_json(payload: Any) -> None:

@@ -10,23 +10,11 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from fedneuro.cli.common import JSON_OPTION, console, fail, out_console, print_json, user_errors
+from fedneuro.cli.common import JSON_OPTION, console, day_or_today, fail, out_console, print_json, user_errors
 
 app = typer.Typer(help="Participant consent (GA4GH DUO terms): import, withdraw, coverage, impact.", no_args_is_help=True)
 
 STATE_DIR_OPTION = typer.Option(..., "--state-dir", help="the site's state directory (holds consent.json)")
-
-
-def _day(value: str | None, option: str) -> date:
-    """A YYYY-MM-DD option; today (this machine's clock) when not given."""
-    if value is None:
-        return date.today()
-    try:
-        if len(value) != 10:
-            raise ValueError
-        return date.fromisoformat(value)
-    except ValueError:
-        fail(f"Invalid value for '{option}': {value!r}. Write the date as YYYY-MM-DD, e.g. 2025-03-01.")
 
 
 @app.command("import")
@@ -87,7 +75,7 @@ def withdraw(
     from fedneuro.governance.contributions import ContributionError, contributions_path, impact
 
     with user_errors(ConsentError, ContributionError):
-        record = withdraw_participant(state_dir, participant, on=_day(on, "--date"))
+        record = withdraw_participant(state_dir, participant, on=day_or_today(on, "--date"))
         used = impact(contributions_path(state_dir), participant)
     result = {"participant_id": participant, "withdrawn": str(record.withdrawn),
               "record": record.model_dump(mode="json"), "model_versions": [u._asdict() for u in used]}
@@ -120,7 +108,7 @@ def status(
 
     from fedneuro.governance.consent import ConsentError, eligibility, load_registry, summarize
 
-    today = _day(on, "--date")
+    today = day_or_today(on, "--date")
     purpose = _purpose(purpose_text, commercial=commercial, not_for_profit=not_for_profit, institution=institution,
                        country=country, project=project, ethics=(ethics_ref, ethics_from, ethics_until))
     with user_errors(ConsentError, ValidationError):
@@ -189,8 +177,8 @@ def _purpose(text: str, *, ethics: tuple[str | None, str | None, str | None], **
         if not all(ethics):
             fail("--ethics-ref, --ethics-from and --ethics-until go together: give all three or none")
         with user_errors(ValidationError):
-            approval = EthicsApproval(reference=reference, valid_from=_day(valid_from, "--ethics-from"),
-                                      valid_until=_day(valid_until, "--ethics-until"))
+            approval = EthicsApproval(reference=reference, valid_from=day_or_today(valid_from, "--ethics-from"),
+                                      valid_until=day_or_today(valid_until, "--ethics-until"))
     with user_errors(ValidationError):
         return StudyPurpose(permission=code, disease=disease or None, ethics=approval, **fields)  # type: ignore[arg-type]
 

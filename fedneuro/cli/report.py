@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sys
-from datetime import date
 from pathlib import Path
 
 import typer
 
-from fedneuro.cli.common import JSON_OPTION, console, fail, out_console, setup_logging
+from fedneuro.cli.common import JSON_OPTION, console, fail, out_console, parse_day, setup_logging
 
 
 def _pubkeys(options: list[str]) -> dict[str, Path]:
@@ -21,17 +20,6 @@ def _pubkeys(options: list[str]) -> dict[str, Path]:
             fail(f"Invalid value for '--pubkey': {name!r} is given twice; give one key per site")
         keys[name] = Path(path)
     return keys
-
-
-def _day(value: str | None) -> date | None:
-    if value is None:
-        return None
-    try:
-        if len(value) != 10:
-            raise ValueError
-        return date.fromisoformat(value)
-    except ValueError:
-        fail(f"Invalid value for '--date': {value!r}. Write the date as YYYY-MM-DD, e.g. 2025-03-01.")
 
 
 def report(
@@ -73,7 +61,7 @@ def report(
         except ValueError as error:
             fail(str(error))
     with console.status("collecting and recomputing the report" + (" (with membership audits)" if audit else "")):
-        result = collect_report(run_dir, study_path=study_path, pubkeys=keys, purpose=chosen, on=_day(on), run_audit=audit)
+        result = collect_report(run_dir, study_path=study_path, pubkeys=keys, purpose=chosen, on=None if on is None else parse_day(on), run_audit=audit)
         json_path, html_path = write_report(result, out)
     if json_output:
         sys.stdout.write(report_json(result))  # exactly report.json
