@@ -52,7 +52,14 @@ from fedneuro.privacy.accountant import compute_epsilon, plan_noise_multiplier, 
 from fedneuro.privacy.engine import UnitPoissonSampler
 from fedneuro.privacy.spec import PrivacySpec
 from fedneuro.study import Study
-from fedneuro.training.local import LocalTrainResult, dp_schedule, predict_proba, privacy_units, train_dp
+from fedneuro.training.local import (
+    LocalTrainResult,
+    build_optimizer,
+    dp_schedule,
+    predict_proba,
+    privacy_units,
+    train_dp,
+)
 from fedneuro.training.site import SiteData, build_study_model, prepare_site_data, site_cohort
 from fedneuro.training.spec import TrainingSpec
 
@@ -315,13 +322,8 @@ def train_non_private(
     units = privacy_units(participant, privacy)
     schedule = dp_schedule(participant, training=training, privacy=privacy)
     sampler = UnitPoissonSampler(np.unique(units, return_inverse=True)[1], schedule, seed=sampling_seed)
+    optimizer = build_optimizer(model, training)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer: torch.optim.Optimizer
-    if training.optimizer == "adam":
-        optimizer = torch.optim.Adam(parameters, lr=training.learning_rate, weight_decay=training.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(parameters, lr=training.learning_rate, momentum=training.momentum,
-                                    weight_decay=training.weight_decay)
     X_all, y_all = torch.from_numpy(X), torch.from_numpy(np.asarray(y, dtype=np.int64))
     criterion = nn.CrossEntropyLoss(reduction="none")
     steps = training.local_epochs * schedule.steps_per_epoch

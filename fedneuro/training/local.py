@@ -60,6 +60,15 @@ def planned_round(participant: np.ndarray, *, training: TrainingSpec, privacy: P
     return DPStepRecord(privacy.noise_multiplier, schedule.sample_rate, schedule.steps_per_epoch * training.local_epochs)
 
 
+def build_optimizer(model: nn.Module, training: TrainingSpec) -> torch.optim.Optimizer:
+    """The study's optimiser over the trainable (adapter and head) parameters."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if training.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=training.learning_rate, weight_decay=training.weight_decay)
+    return torch.optim.SGD(parameters, lr=training.learning_rate, momentum=training.momentum,
+                           weight_decay=training.weight_decay)
+
+
 def train_dp(
     model: nn.Module,
     X: np.ndarray,
@@ -92,13 +101,7 @@ def train_dp(
     schedule = dp_schedule(participant, training=training, privacy=privacy)
     sampler = UnitPoissonSampler(np.unique(units, return_inverse=True)[1], schedule, seed=sampling_seed)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer: torch.optim.Optimizer
-    if training.optimizer == "adam":
-        optimizer = torch.optim.Adam(parameters, lr=training.learning_rate, weight_decay=training.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(
-            parameters, lr=training.learning_rate, momentum=training.momentum, weight_decay=training.weight_decay
-        )
+    optimizer = build_optimizer(model, training)
     X_all, y_all = torch.from_numpy(X), torch.from_numpy(np.asarray(y, dtype=np.int64))
     start = [p.detach().clone() for p in parameters] if proximal_mu > 0 else []
     losses: list[float] = []
