@@ -143,6 +143,12 @@ def _sites_scaling_metrics(r: Mapping[str, Any]) -> list[Metric]:
     return out
 
 
+def _load_metrics(r: Mapping[str, Any]) -> list[Metric]:
+    lost = sum(len(v) for v in (r.get("sites_without_update_per_round") or {}).values())
+    return [Metric("lost_updates", "site updates missing from the rounds", float(lost), ""),
+            Metric("coordinator_rss_mb_max", "coordinator process tree, max RSS", _get(r, "coordinator_rss_mb_max"), "")]
+
+
 def _utility_metrics(r: Mapping[str, Any]) -> list[Metric]:
     out = []
     for point in r.get("points", []):
@@ -181,6 +187,8 @@ SUITE: tuple[BenchmarkSpec, ...] = (
                   (), ("--quick",), _sites_scaling_metrics),
     BenchmarkSpec("utility", "utility.py", "federated vs centralised balanced accuracy over ε",
                   (), ("--quick",), _utility_metrics),
+    BenchmarkSpec("load", "load.py", "SuperNodes on loopback: lost updates, coordinator memory",
+                  (), ("--sites", "3", "--rounds", "1"), _load_metrics),
 )
 SUITE_NAMES: tuple[str, ...] = tuple(spec.name for spec in SUITE)
 
